@@ -1,0 +1,245 @@
+"""Step-wise decoding (d2l §9.5.5 `predict`, grown up): greedy, temperature, top-k, top-p.
+
+`DecodeBatch` holds every active sequence of one model. Each step samples all of them with
+one vectorised call and advances them with one forward pass; sequences join (their prefix
+encoded in one pass) and leave between steps. Randomness is counter-based: the uniform draw
+for a sequence's i-th token is a hash of (seed, i), so a seeded request gives the same text
+alone or batched beside any others, and no per-sequence generator object is stepped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from models.rnn import LanguageModel, State
+
+_MASK64 = (1 << 64) - 1
+
+
+def _signed(x: int) -> int:
+    """A uint64 constant as the int64 with the same bits (torch has no uint64 arithmetic)."""
+    x &= _MASK64
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+_GOLDEN = _signed(0x9E3779B97F4A7C15)
+_MIX1 = _signed(0xBF58476D1CE4E5B9)
+_MIX2 = _signed(0x94D049BB133111EB)
+
+
+def _shr(z: Tensor, s: int) -> Tensor:
+    """Logical right shift on int64 bits."""
+    return (z >> s) & ((1 << (64 - s)) - 1)
+
+
+def uniform(seeds: Tensor, counters: Tensor) -> Tensor:
+    """splitmix64 of (seed, counter) -> float64 in [0, 1); same inputs, same output anywhere."""
+    z = seeds * _GOLDEN + counters * _MIX2 + _GOLDEN  # int64 arithmetic wraps
+    z = (z ^ _shr(z, 30)) * _MIX1
+    z = (z ^ _shr(z, 27)) * _MIX2
+    z = z ^ _shr(z, 31)
+    return _shr(z, 11).double() * (1.0 / (1 << 53))
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How one sequence picks its next token. temperature 0 is greedy (argmax)."""
+
+    temperature: float = 1.0
+    top_k: int = 0  # 0: no limit
+    top_p: float = 1.0
+    seed: int = 0
+    max_new_tokens: int = 100
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0.0 or self.temperature != self.temperature:
+            raise ValueError("temperature must be >= 0")
+        if self.top_k < 0:
+            raise ValueError("top_k must be >= 0")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.max_new_tokens < 0:
+            raise ValueError("max_new_tokens must be >= 0")
+        if any(not s for s in self.stop):
+            raise ValueError("stop strings must be non-empty")
+
+
+def sample_next(
+    logits: Tensor,
+    temperature: Tensor,
+    top_k: Tensor,
+    top_p: Tensor,
+    seeds: Tensor,
+    counters: Tensor,
+) -> Tensor:
+    """Pick one token per row. logits (B, V); the other arguments (B,) -> tokens (B,)."""
+    V = logits.shape[1]
+    greedy = logits.argmax(dim=1)  # (B,)
+    scaled = logits.double() / temperature.clamp_min(1e-6).unsqueeze(1)  # (B, V)
+    sorted_logits, order = scaled.sort(dim=1, descending=True)  # (B, V)
+    probs = torch.softmax(sorted_logits, dim=1)
+    rank = torch.arange(V, device=logits.device).unsqueeze(0)  # (1, V)
+    drop = (top_k.unsqueeze(1) > 0) & (rank >= top_k.unsqueeze(1))
+    # Nucleus: keep the shortest head whose mass reaches top_p (the first token always stays).
+    drop |= (probs.cumsum(dim=1) - probs) >= top_p.unsqueeze(1)
+    cdf = probs.masked_fill(drop, 0.0).cumsum(dim=1)  # (B, V)
+    u = uniform(seeds, counters) * cdf[:, -1]  # (B,)
+    pick = torch.searchsorted(cdf, u.unsqueeze(1), right=True).clamp_max(V - 1)  # (B, 1)
+    sampled = order.gather(1, pick).squeeze(1)
+    return torch.where(temperature == 0, greedy, sampled)
+
+
+class DecodeBatch:
+    """The active sequences of one model, advanced together one token per step."""
+
+    def __init__(self, model: LanguageModel, banned_ids: Sequence[int] = (0,)) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.banned = torch.tensor(list(banned_ids), dtype=torch.long, device=self.device)
+        self.state: State | None = None
+        self.logits = torch.empty(0, model.config.vocab_size, device=self.device)  # (B, V)
+        self.temperature = torch.empty(0, dtype=torch.float64, device=self.device)
+        self.top_k = torch.empty(0, dtype=torch.long, device=self.device)
+        self.top_p = torch.empty(0, dtype=torch.float64, device=self.device)
+        self.seeds = torch.empty(0, dtype=torch.long, device=self.device)
+        self.counters = torch.empty(0, dtype=torch.long, device=self.device)
+
+    def __len__(self) -> int:
+        return self.logits.shape[0]
+
+    @torch.inference_mode()
+    def add(self, prefix_ids: Sequence[int], params: Sequence[SamplingParams]) -> None:
+        """Encode one prefix in a single forward pass and append a row per `params` entry."""
+        if not prefix_ids:
+            raise ValueError("prefix must have at least one token")
+        n = len(params)
+        X = torch.tensor([list(prefix_ids)], dtype=torch.long, device=self.device)  # (1, T)
+        logits, state = self.model(X)
+        last = logits[:, -1].float().expand(n, -1)  # (n, V)
+        new_state = tuple(s.expand(-1, n, -1) for s in state)  # each (L, n, H)
+        self.state = (
+            new_state
+            if self.state is None or len(self) == 0
+            else tuple(torch.cat([a, b], dim=1) for a, b in zip(self.state, new_state, strict=True))
+        )
+        self.logits = torch.cat([self.logits, last])
+
+        def column(values: list[float] | list[int], dtype: torch.dtype) -> Tensor:
+            return torch.tensor(values, dtype=dtype, device=self.device)
+
+        self.temperature = torch.cat(
+            [self.temperature, column([p.temperature for p in params], torch.float64)]
+        )
+        self.top_k = torch.cat([self.top_k, column([p.top_k for p in params], torch.long)])
+        self.top_p = torch.cat([self.top_p, column([p.top_p for p in params], torch.float64)])
+        self.seeds = torch.cat([self.seeds, column([p.seed for p in params], torch.long)])
+        self.counters = torch.cat(
+            [self.counters, torch.zeros(n, dtype=torch.long, device=self.device)]
+        )
+
+    @torch.inference_mode()
+    def next_tokens(self) -> Tensor:
+        """Sample every row's next token from its current logits -> (B,)."""
+        logits = self.logits.index_fill(1, self.banned, float("-inf"))
+        tokens = sample_next(
+            logits, self.temperature, self.top_k, self.top_p, self.seeds, self.counters
+        )
+        self.counters += 1
+        return tokens
+
+    @torch.inference_mode()
+    def feed(self, tokens: Tensor) -> None:
+        """Advance every row by its token (B,), producing the logits for the next step."""
+        logits, self.state = self.model(tokens.unsqueeze(1), self.state)  # (B, 1, V)
+        self.logits = logits[:, 0].float()
+
+    def keep(self, rows: Tensor) -> None:
+        """Drop every row not listed in `rows` (a LongTensor of row indices, in order)."""
+        if self.state is not None:
+            self.state = tuple(s.index_select(1, rows) for s in self.state)
+        for name in ("logits", "temperature", "top_k", "top_p", "seeds", "counters"):
+            setattr(self, name, getattr(self, name).index_select(0, rows))
+
+
+class StopTracker:
+    """One completion's text: stop strings, length limit, and what is safe to emit yet.
+
+    Text that could still become a stop string is held back, so the streamed pieces always
+    join to exactly the final text (which excludes the stop string, as OpenAI's API does).
+    """
+
+    def __init__(self, stop: Sequence[str], max_new_tokens: int) -> None:
+        self.stop = tuple(stop)
+        self.max_new_tokens = max_new_tokens
+        self.text = ""
+        self.tokens = 0
+        self.emitted = 0
+        self.finish_reason: str | None = None
+
+    def push(self, piece: str) -> str:
+        """Add a token's text; return the newly emittable text (possibly empty)."""
+        if self.finished:
+            return ""
+        start = max(0, len(self.text) - max((len(s) for s in self.stop), default=0) + 1)
+        self.text += piece
+        self.tokens += 1
+        hits = [i for s in self.stop if (i := self.text.find(s, start)) >= 0]
+        if hits:
+            self.text = self.text[: min(hits)]
+            self.finish_reason = "stop"
+        elif self.tokens >= self.max_new_tokens:
+            self.finish_reason = "length"
+        safe = len(self.text) if self.finish_reason else len(self.text) - self._held()
+        out = self.text[self.emitted : safe]
+        self.emitted = max(self.emitted, safe)
+        return out
+
+    def _held(self) -> int:
+        """Length of the longest tail of the text that begins some stop string."""
+        for k in range(min(len(self.text), max((len(s) - 1 for s in self.stop), default=0)), 0, -1):
+            tail = self.text[-k:]
+            if any(s.startswith(tail) for s in self.stop):
+                return k
+        return 0
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+def generate(
+    model: LanguageModel,
+    prefix_ids: Sequence[int],
+    params: Sequence[SamplingParams],
+    piece: Callable[[int], str],
+    banned_ids: Sequence[int] = (0,),
+) -> list[StopTracker]:
+    """Decode one completion per `params` entry from a shared prefix, all in one batch."""
+    trackers = [StopTracker(p.stop, p.max_new_tokens) for p in params]
+    for t in trackers:
+        if t.max_new_tokens == 0:
+            t.finish_reason = "length"
+    batch = DecodeBatch(model, banned_ids)
+    live = [i for i, t in enumerate(trackers) if not t.finished]
+    if live:
+        batch.add(prefix_ids, [params[i] for i in live])
+    while live:
+        tokens = batch.next_tokens()
+        still = []
+        for row, (i, token) in enumerate(zip(live, tokens.tolist(), strict=True)):
+            trackers[i].push(piece(token))
+            if not trackers[i].finished:
+                still.append(row)
+        if len(still) < len(live):
+            rows = torch.tensor(still, dtype=torch.long, device=batch.device)
+            batch.keep(rows)
+            tokens = tokens.index_select(0, rows)
+            live = [live[r] for r in still]
+        if live:
+            batch.feed(tokens)
+    return trackers

@@ -1,0 +1,130 @@
+"""Teacher-forced scoring: cross-entropy, perplexity, bits per token (d2l §9.3.2, §9.5.4).
+
+Training's validation and the service's `/v1/perplexity` both call this module, so there
+is one definition of perplexity: exp of the mean negative log-likelihood (in nats) of the
+tokens scored, each predicted from the tokens before it.
+
+Long texts are cut into segments scored side by side as one batch. Each segment first
+reads up to `burn_in` tokens of the text before it (unscored) to warm its state, then
+carries that state through its own tokens. A text that fits in one window is scored with
+its full context, which is exactly the sequential computation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from models.rnn import LanguageModel
+
+DEFAULT_SEGMENT_LEN = 2048
+DEFAULT_BURN_IN = 512
+MAX_TOKENS_PER_PASS = 1 << 17  # bounds the (B, T, V) logits held at once
+
+
+def token_nll(logits: Tensor, targets: Tensor) -> Tensor:
+    """Per-token negative log-likelihood in nats: logits (..., V), targets (...) -> (...)."""
+    V = logits.shape[-1]
+    return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), reduction="none").view(
+        targets.shape
+    )
+
+
+@dataclass(frozen=True)
+class Score:
+    nll: float  # summed over the scored tokens, nats
+    count: int
+    token_logprobs: list[float] | None = None
+
+    @property
+    def cross_entropy(self) -> float:
+        return self.nll / self.count if self.count else float("nan")
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.cross_entropy) if self.count else float("nan")
+
+    @property
+    def bits_per_token(self) -> float:
+        return self.cross_entropy / math.log(2) if self.count else float("nan")
+
+
+def _windows(
+    n_targets: int, first: int, segment_len: int, burn_in: int
+) -> list[tuple[int, int, int]]:
+    """(start, first scored, stop) over target positions; [start, first scored) is warm-up."""
+    if n_targets - first <= segment_len and first <= burn_in:
+        return [(0, first, n_targets)]
+    return [
+        (max(0, a - burn_in), a, min(n_targets, a + segment_len))
+        for a in range(first, n_targets, segment_len)
+    ]
+
+
+@torch.inference_mode()
+def score_ids(
+    model: LanguageModel,
+    ids: list[int] | Tensor,
+    first_scored: int = 1,
+    *,
+    segment_len: int = DEFAULT_SEGMENT_LEN,
+    burn_in: int = DEFAULT_BURN_IN,
+    return_logprobs: bool = False,
+) -> Score:
+    """Score `ids[first_scored:]`, each token given the ones before it.
+
+    Args:
+        ids: token ids of context and text together.
+        first_scored: index of the first token to score (>= 1: the first token of a text
+            without context has nothing to be predicted from).
+    """
+    if first_scored < 1:
+        raise ValueError("first_scored must be >= 1")
+    was_training = model.training
+    model.eval()
+    try:
+        return _score(model, ids, first_scored, segment_len, burn_in, return_logprobs)
+    finally:
+        model.train(was_training)
+
+
+def _score(
+    model: LanguageModel,
+    ids: list[int] | Tensor,
+    first_scored: int,
+    segment_len: int,
+    burn_in: int,
+    return_logprobs: bool,
+) -> Score:
+    device = next(model.parameters()).device
+    seq = torch.as_tensor(ids, dtype=torch.long, device=device)
+    n_targets = seq.numel() - 1  # target j is seq[j + 1], predicted from seq[: j + 1]
+    first = first_scored - 1
+    if n_targets <= first:
+        return Score(0.0, 0, [] if return_logprobs else None)
+    windows = _windows(n_targets, first, segment_len, burn_in)
+    width = max(stop - start for start, _, stop in windows)
+    per_pass = max(1, MAX_TOKENS_PER_PASS // width)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    pieces: list[Tensor] = []
+    for g in range(0, len(windows), per_pass):
+        group = windows[g : g + per_pass]
+        X = torch.zeros(len(group), width, dtype=torch.long, device=device)  # (B, W)
+        Y = torch.zeros_like(X)
+        keep = torch.zeros(len(group), width, dtype=torch.bool, device=device)
+        for row, (start, scored, stop) in enumerate(group):
+            X[row, : stop - start] = seq[start:stop]
+            Y[row, : stop - start] = seq[start + 1 : stop + 1]
+            keep[row, scored - start : stop - start] = True
+        logits, _ = model(X)  # (B, W, V); right padding never reaches a kept position
+        nll = token_nll(logits.float(), Y)  # (B, W)
+        total += nll[keep].double().sum()
+        if return_logprobs:
+            pieces.append(-nll[keep])
+    logprobs = torch.cat(pieces).tolist() if return_logprobs else None
+    count = n_targets - first
+    return Score(float(total), count, logprobs)

@@ -1,0 +1,53 @@
+"""Shared fixtures: the book's corpus from the shared data dir, and tiny texts and models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.rnn import LMConfig, build_model
+from models.text import Tokenizer, Vocab
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("RNNLM_DATA_DIR", ROOT.parent / "shared" / "data"))
+BOOK = DATA_DIR / "timemachine.txt"
+
+TINY_TEXT = (
+    "The Time Traveller (for so it will be convenient to speak of him) was expounding a "
+    "recondite matter to us. His grey eyes shone and twinkled, and his usually pale face "
+    "was flushed and animated. The fire burned brightly, and the soft radiance of the "
+    "incandescent lights in the lilies of silver caught the bubbles that flashed and "
+    "passed in our glasses.\n"
+) * 6
+
+
+@pytest.fixture(scope="session")
+def book_path() -> Path:
+    if not BOOK.is_file():
+        pytest.fail(f"the book's corpus is missing at {BOOK}; set RNNLM_DATA_DIR")
+    return BOOK
+
+
+@pytest.fixture(scope="session")
+def book_text(book_path: Path) -> str:
+    return book_path.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.txt"
+    path.write_text(TINY_TEXT)
+    return path
+
+
+@pytest.fixture(scope="session")
+def char_tokenizer() -> Tokenizer:
+    return Tokenizer(Vocab.build(list("abcdefghijklmnopqrstuvwxyz ")))
+
+
+def tiny_lm(arch: str, vocab_size: int = 28, seed: int = 0, **kw: int | float):
+    torch.manual_seed(seed)
+    return build_model(LMConfig(arch, vocab_size, kw.pop("num_hiddens", 16), **kw)).eval()  # type: ignore[arg-type]

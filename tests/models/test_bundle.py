@@ -1,0 +1,101 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.bundle import BundleError, load_bundle, read_config, save_bundle
+from models.forecast import Forecaster, ForecasterConfig
+from models.text import Tokenizer
+from tests.conftest import tiny_lm
+
+
+@pytest.fixture
+def bundle(tmp_path: Path, char_tokenizer: Tokenizer) -> Path:
+    path = tmp_path / "tiny-gru"
+    save_bundle(path, tiny_lm("gru"), char_tokenizer, {"seed": 0}, {"best_val_ppl": 9.5})
+    return path
+
+
+def test_round_trip(bundle: Path, char_tokenizer: Tokenizer) -> None:
+    loaded = load_bundle(bundle)
+    assert loaded.kind == "char-lm" and loaded.name == "tiny-gru"
+    assert loaded.tokenizer is not None
+    assert loaded.tokenizer.vocab.idx_to_token == char_tokenizer.vocab.idx_to_token
+    assert loaded.metrics == {"best_val_ppl": 9.5}
+    X = torch.randint(0, 28, (2, 9))
+    torch.testing.assert_close(loaded.model(X)[0], tiny_lm("gru")(X)[0])
+    assert sorted(p.name for p in bundle.iterdir()) == [
+        "config.json",
+        "metrics.json",
+        "vocab.json",
+        "weights.safetensors",
+    ]
+
+
+def test_forecaster_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = Forecaster(ForecasterConfig())
+    save_bundle(tmp_path / "sine", model, training={"sine": {}})
+    loaded = load_bundle(tmp_path / "sine")
+    assert loaded.kind == "forecaster" and loaded.tokenizer is None
+    X = torch.randn(5, 4)
+    torch.testing.assert_close(loaded.model(X), model(X))
+
+
+def test_saving_again_replaces_atomically(bundle: Path, char_tokenizer: Tokenizer) -> None:
+    save_bundle(bundle, tiny_lm("lstm"), char_tokenizer)
+    assert load_bundle(bundle).config["model"]["arch"] == "lstm"
+    assert [p.name for p in bundle.parent.iterdir()] == ["tiny-gru"]  # no temporary left
+
+
+def rewrite_config(bundle: Path, **changes) -> None:
+    config = json.loads((bundle / "config.json").read_text())
+    config.update(changes)
+    (bundle / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda b: (b / "weights.safetensors").unlink(), "missing weights.safetensors"),
+        (lambda b: (b / "config.json").unlink(), "missing config.json"),
+        (
+            lambda b: (b / "weights.safetensors").write_bytes(
+                (b / "weights.safetensors").read_bytes()[:100]
+            ),
+            "does not match its sha256",
+        ),
+        (
+            lambda b: (b / "vocab.json").write_text('{"idx_to_token": ["<unk>"]}'),
+            "vocab.json does not match",
+        ),
+        (lambda b: rewrite_config(b, format_version=99), "newer than this rnnlm reads"),
+        (lambda b: (b / "config.json").write_text('{"hello": 1}'), "not an rnnlm bundle"),
+        (lambda b: (b / "config.json").write_text("\x00garbage"), "not valid JSON"),
+        (lambda b: rewrite_config(b, kind="image-model"), "unknown kind"),
+    ],
+)
+def test_damaged_bundles_are_rejected_by_name_and_reason(bundle: Path, damage, reason: str) -> None:
+    damage(bundle)
+    with pytest.raises(BundleError, match=reason) as info:
+        load_bundle(bundle)
+    assert info.value.name == "tiny-gru"
+
+
+def test_weights_that_do_not_fit_the_config(bundle: Path) -> None:
+    config = json.loads((bundle / "config.json").read_text())
+    config["model"]["num_hiddens"] = 32
+    (bundle / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BundleError, match="weights do not fit"):
+        load_bundle(bundle)
+
+
+def test_not_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="no bundle directory"):
+        read_config(tmp_path / "absent")
+
+
+def test_bad_names_are_refused(tmp_path: Path, char_tokenizer: Tokenizer) -> None:
+    with pytest.raises(BundleError, match="name must match"):
+        save_bundle(tmp_path / "Bad Name", tiny_lm("gru"), char_tokenizer)

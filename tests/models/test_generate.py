@@ -1,0 +1,135 @@
+import pytest
+import torch
+
+from models.generate import (
+    DecodeBatch,
+    SamplingParams,
+    StopTracker,
+    generate,
+    sample_next,
+    uniform,
+)
+from models.text import Tokenizer
+from tests.conftest import tiny_lm
+
+
+def rows(B: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0):
+    return (
+        torch.full((B,), temperature, dtype=torch.float64),
+        torch.full((B,), top_k, dtype=torch.long),
+        torch.full((B,), top_p, dtype=torch.float64),
+        torch.arange(B, dtype=torch.long) + seed,
+        torch.zeros(B, dtype=torch.long),
+    )
+
+
+def test_greedy_is_argmax() -> None:
+    logits = torch.randn(8, 30)
+    assert torch.equal(sample_next(logits, *rows(8, temperature=0.0)), logits.argmax(1))
+
+
+def test_top_k_never_leaves_the_top_k() -> None:
+    logits = torch.randn(1, 30).expand(4000, -1).contiguous()
+    temperature, top_k, top_p, _, counters = rows(4000, top_k=3)
+    seeds = torch.arange(4000)
+    picked = sample_next(logits, temperature, top_k, top_p, seeds, counters)
+    allowed = set(logits[0].topk(3).indices.tolist())
+    assert set(picked.tolist()) == allowed
+
+
+def test_top_p_keeps_the_smallest_sufficient_head() -> None:
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).expand(3000, -1)
+    temperature, top_k, top_p, _, counters = rows(3000, top_p=0.7)
+    picked = sample_next(probs.log(), temperature, top_k, top_p, torch.arange(3000), counters)
+    assert set(picked.tolist()) == {0, 1}
+    freq0 = (picked == 0).double().mean().item()
+    assert freq0 == pytest.approx(0.5 / 0.8, abs=0.04)  # renormalised over the head
+
+
+def test_sampling_follows_the_distribution() -> None:
+    probs = torch.tensor([[0.6, 0.3, 0.1]]).expand(20000, -1)
+    temperature, top_k, top_p, _, counters = rows(20000)
+    picked = sample_next(probs.log(), temperature, top_k, top_p, torch.arange(20000), counters)
+    freq = torch.bincount(picked, minlength=3).double() / 20000
+    torch.testing.assert_close(
+        freq, torch.tensor([0.6, 0.3, 0.1], dtype=torch.float64), atol=0.015, rtol=0
+    )
+
+
+def test_uniform_is_a_pure_function_of_seed_and_counter() -> None:
+    seeds = torch.tensor([0, 1, 2**62, -5])
+    counters = torch.tensor([0, 0, 7, 3])
+    u = uniform(seeds, counters)
+    assert torch.equal(u, uniform(seeds, counters))
+    assert ((u >= 0) & (u < 1)).all()
+    many = uniform(torch.zeros(100000, dtype=torch.long), torch.arange(100000))
+    assert many.mean().item() == pytest.approx(0.5, abs=0.01)
+
+
+def test_same_seed_same_text_alone_or_batched(char_tokenizer: Tokenizer) -> None:
+    model = tiny_lm("gru", num_hiddens=32)
+    prefix = char_tokenizer.encode("time traveller ").ids
+    params = SamplingParams(temperature=1.0, seed=1234, max_new_tokens=60)
+    alone = generate(model, prefix, [params], char_tokenizer.piece)[0].text
+    others = [
+        SamplingParams(temperature=0.8, top_k=5, seed=s, max_new_tokens=40 + s) for s in range(63)
+    ]
+    batched = generate(model, prefix, [*others[:30], params, *others[30:]], char_tokenizer.piece)
+    assert batched[30].text == alone
+    assert len({t.text for t in batched}) > 50  # different seeds, different texts
+
+
+def test_sequences_joining_later_do_not_disturb_others(char_tokenizer: Tokenizer) -> None:
+    model = tiny_lm("lstm", num_hiddens=24)
+    a_prefix, b_prefix = char_tokenizer.encode("the ").ids, char_tokenizer.encode("machine ").ids
+    p = SamplingParams(temperature=1.0, seed=7, max_new_tokens=30)
+    alone = generate(model, a_prefix, [p], char_tokenizer.piece)[0].text
+    batch = DecodeBatch(model)
+    batch.add(a_prefix, [p])
+    out = []
+    for step in range(30):
+        if step == 10:  # another request joins mid-way ...
+            batch.add(b_prefix, [SamplingParams(seed=99)])
+        tokens = batch.next_tokens()
+        out.append(char_tokenizer.piece(int(tokens[0])))
+        if step == 20:  # ... and leaves again
+            batch.keep(torch.tensor([0]))
+            tokens = tokens[:1]
+        batch.feed(tokens)
+    assert "".join(out) == alone
+
+
+def test_unk_is_never_generated(char_tokenizer: Tokenizer) -> None:
+    model = tiny_lm("gru")
+    with torch.no_grad():
+        model.output.bias[0] = 100.0  # <unk> would win every argmax
+    out = generate(
+        model, [1, 2], [SamplingParams(temperature=0, max_new_tokens=20)], char_tokenizer.piece
+    )
+    assert len(out[0].text) == 20 and "<unk>" not in out[0].text
+
+
+def test_stop_strings_cut_the_text() -> None:
+    tracker = StopTracker(["ab", "xyz"], max_new_tokens=100)
+    emitted = "".join(tracker.push(c) for c in "hello xyab and more")
+    assert tracker.finish_reason == "stop" and tracker.text == "hello xy" and emitted == "hello xy"
+
+
+def test_streamed_pieces_join_to_the_final_text() -> None:
+    tracker = StopTracker(["the end"], max_new_tokens=40)
+    pieces = [tracker.push(c) for c in "then the en"]
+    assert "".join(pieces) == "then "  # "the en" is held back: it may become the stop
+    pieces.append(tracker.push("d"))
+    assert tracker.finished and "".join(pieces) == tracker.text == "then "
+
+
+def test_length_limit() -> None:
+    tracker = StopTracker([], max_new_tokens=3)
+    assert [tracker.push(c) for c in "abc"] == ["a", "b", "c"]
+    assert tracker.finish_reason == "length"
+
+
+def test_params_are_validated() -> None:
+    for bad in ({"temperature": -1}, {"top_p": 0.0}, {"top_k": -1}, {"stop": ("",)}):
+        with pytest.raises(ValueError):
+            SamplingParams(**bad)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Offline training: corpus to checkpoint bundles (`python -m training ...`)."""

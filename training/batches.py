@@ -1,0 +1,60 @@
+"""Minibatches of token subsequences (d2l §9.3.4, "Partitioning Sequences").
+
+Random sampling draws subsequences from anywhere in the split, so consecutive minibatches
+are unrelated and the hidden state is reset for each. Sequential partitioning keeps row b
+of minibatch i+1 directly after row b of minibatch i, so the state can be carried over
+(detached). Both start at a random offset each epoch, as in the book.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Sampling = Literal["random", "sequential"]
+SAMPLINGS: tuple[Sampling, ...] = ("random", "sequential")
+
+
+def split_tokens(ids: Tensor, val_frac: float) -> tuple[Tensor, Tensor]:
+    """Contiguous split: the last `val_frac` of the stream is held out for validation."""
+    if not 0.0 <= val_frac < 1.0:
+        raise ValueError(f"val_frac must be in [0, 1), got {val_frac}")
+    n_val = round(len(ids) * val_frac)
+    return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
+
+
+def random_batches(
+    corpus: Tensor, batch_size: int, num_steps: int, generator: torch.Generator
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Shuffled, non-overlapping subsequences: yields X, Y of shape (batch_size, num_steps)."""
+    offset = int(torch.randint(num_steps, (1,), generator=generator))
+    num_subseqs = (len(corpus) - offset - 1) // num_steps
+    starts = offset + num_steps * torch.randperm(num_subseqs, generator=generator)
+    steps = torch.arange(num_steps)
+    for i in range(0, num_subseqs - batch_size + 1, batch_size):
+        index = starts[i : i + batch_size, None] + steps  # (B, T)
+        yield corpus[index], corpus[index + 1]
+
+
+def sequential_batches(
+    corpus: Tensor, batch_size: int, num_steps: int, generator: torch.Generator
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Row b of each minibatch continues row b of the previous one: X, Y (batch_size, num_steps)."""
+    offset = int(torch.randint(num_steps, (1,), generator=generator))
+    num_tokens = (len(corpus) - offset - 1) // batch_size * batch_size
+    Xs = corpus[offset : offset + num_tokens].view(batch_size, -1)  # (B, N/B)
+    Ys = corpus[offset + 1 : offset + 1 + num_tokens].view(batch_size, -1)
+    for i in range(0, Xs.shape[1] - num_steps + 1, num_steps):
+        yield Xs[:, i : i + num_steps], Ys[:, i : i + num_steps]
+
+
+def num_batches(corpus_len: int, batch_size: int, num_steps: int) -> int:
+    """Minibatches per epoch (either sampler, at the largest offset); 0 means too little text."""
+    usable = corpus_len - num_steps  # worst-case offset num_steps - 1, one token for Y
+    return max(0, (usable // num_steps) // batch_size)
+
+
+BATCHERS = {"random": random_batches, "sequential": sequential_batches}
