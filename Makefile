@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export RNNLM_DATA_DIR ?= $(DATA_DIR)
 
-.PHONY: install test test-all lint fmt models serve bench clean
+.PHONY: install test test-all lint fmt models serve clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,3 +42,14 @@ serve: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info
+
+# The committed default bundles: one seeded command each, on the CPU (see README, "Models").
+models: install
+	$(PY) -m training lm --out checkpoints/char-lstm --arch lstm --num-layers 2 \
+		--num-hiddens 384 --embed-size 64 --dropout 0.5 --optimizer adamw --lr 0.002 \
+		--weight-decay 0.01 --schedule cosine --batch-size 32 --num-steps 100 --epochs 40 \
+		--seed 0 --device cpu
+	$(PY) -m training lm --out checkpoints/char-rnn-scratch --arch rnn_scratch \
+		--num-hiddens 512 --optimizer sgd --lr 1 --clip 1 --batch-size 32 --num-steps 35 \
+		--epochs 100 --seed 0 --device cpu
+	$(PY) -m training sine --out checkpoints/sine-mlp --seed 0

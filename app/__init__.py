@@ -1,0 +1,1 @@
+"""The rnnlm HTTP service (FastAPI): `uvicorn --factory app.main:create_app`."""

@@ -1,0 +1,166 @@
+"""Exceptions of the service and their one JSON error shape, registered once in create_app.
+
+Every error body is {"error": {"message", "type", "param", "code"}} (OpenAI's shape), so
+the same clients that read OpenAI errors read ours.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    status = 400
+    type = "invalid_request_error"
+
+    def __init__(
+        self,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message, self.param, self.code, self.headers = message, param, code, headers
+
+
+class InvalidInput(APIError):
+    """Valid JSON of the right types that still cannot be served (e.g. no tokens left)."""
+
+    status = 422
+
+
+class NotFound(APIError):
+    status = 404
+    type = "not_found_error"
+
+
+class Overloaded(APIError):
+    status = 503
+    type = "overloaded_error"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message, code="overloaded", headers={"Retry-After": str(retry_after)})
+
+
+class Timeout(APIError):
+    status = 504
+    type = "timeout_error"
+
+
+class Unauthorized(APIError):
+    status = 401
+    type = "authentication_error"
+
+
+def error_body(message: str, type_: str, param: str | None, code: str | None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, APIError)
+    return JSONResponse(
+        error_body(exc.message, exc.type, exc.param, exc.code),
+        status_code=exc.status,
+        headers=exc.headers,
+    )
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return JSONResponse(
+            error_body(
+                "request body is not valid JSON", "invalid_request_error", "body", "json_invalid"
+            ),
+            status_code=400,
+        )
+    messages = [f"{_location(tuple(e['loc']))}: {e['msg']}" for e in errors]
+    first = errors[0] if errors else {"loc": ("body",), "type": "invalid"}
+    return JSONResponse(
+        error_body(
+            "; ".join(messages),
+            "invalid_request_error",
+            _location(tuple(first["loc"])),
+            str(first.get("type")),
+        ),
+        status_code=422,
+    )
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse(
+        error_body(str(exc.detail), "invalid_request_error", None, str(exc.status_code)),
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(
+        error_body("internal error", "server_error", None, "internal_error"), status_code=500
+    )
+
+
+def register(app: FastAPI) -> None:
+    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def json_error_bytes(status_message: str, type_: str, code: str) -> bytes:
+    """For middleware that answers before FastAPI's handlers run."""
+    return json.dumps(error_body(status_message, type_, None, code)).encode()
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+            "required": ["message", "type", "param", "code"],
+        }
+    },
+    "required": ["error"],
+}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route can answer."""
+    text = {
+        400: "Malformed JSON",
+        401: "Missing or wrong API key",
+        404: "Unknown model or corpus",
+        413: "Request body too large",
+        422: "Invalid field (the message names it and its limit)",
+        503: "Overloaded or not ready; retry after the Retry-After seconds",
+        504: "The request ran past its time limit",
+    }
+    return {
+        s: {"description": text[s], "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+        for s in statuses
+    }

@@ -1,0 +1,143 @@
+"""The application factory: `uvicorn --factory app.main:create_app`.
+
+`create_app(settings)` wires settings, exception handlers, middleware, routers and the
+offline Swagger UI. The lifespan loads the bundles in the background (so /health answers
+at once and /ready says 503 until they are on the device), starts one generation scheduler
+per language model, and on shutdown refuses new work and lets in-flight requests finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import importlib.resources
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from app import errors
+from app.corpora import CorpusCounts
+from app.deps import Services
+from app.forecasts import Forecasts
+from app.jobs import JobRunner
+from app.middleware import BodyLimit, RequestLog
+from app.registry import Registry, resolve_device
+from app.routes import forecast, generate, health, models, ngrams, perplexity
+from app.scheduler import Scheduler
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("app")
+
+DESCRIPTION = """Character- and word-level recurrent language models from *Dive into Deep
+Learning* chapters 8-9, served: generation (greedy and sampled, streamed or not),
+perplexity, n-gram statistics with Zipf plots, and the noisy-sine forecasting experiment.
+Every field below documents its range; errors come as `{"error": {...}}`."""
+
+
+async def _load(services: Services) -> None:
+    registry = services.registry
+    await asyncio.to_thread(registry.load_all)
+    settings = services.settings
+    for name, bundle in registry.language_models().items():
+        assert bundle.tokenizer is not None
+        scheduler = Scheduler(
+            name, bundle.model, bundle.tokenizer, settings.max_batch_size, settings.max_queue
+        )
+        scheduler.start()
+        services.schedulers[name] = scheduler
+    services.forecasts = Forecasts(registry.ready("forecaster"))
+    services.default_lm = registry.default_lm(settings.default_model)
+    services.loaded.set()
+    log.info(
+        "ready: %d bundles on %s, default LM %s",
+        len(registry.ready()),
+        services.device,
+        services.default_lm,
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    device = resolve_device(settings.device)
+    services = Services(
+        settings=settings,
+        device=device,
+        registry=Registry(settings.checkpoint_dir, device),
+        jobs=JobRunner(settings.max_concurrent_scoring),
+        corpora=CorpusCounts(settings),
+    )
+    app.state.services = services
+    loading = asyncio.create_task(_load(services))
+    try:
+        yield
+    finally:
+        services.draining = True
+        loading.cancel()
+        for scheduler in services.schedulers.values():
+            await scheduler.stop()
+        services.jobs.shutdown()
+
+
+def _docs(app: FastAPI) -> None:
+    """Swagger UI and ReDoc from assets served by the app itself: no CDN needed."""
+    static = importlib.resources.files("fastapi_offline") / "static"
+    app.mount("/static/docs", StaticFiles(directory=str(static)), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="rnnlm - Swagger UI",
+            swagger_js_url="/static/docs/swagger-ui-bundle.js",
+            swagger_css_url="/static/docs/swagger-ui.css",
+            swagger_favicon_url="/static/docs/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="rnnlm - ReDoc",
+            redoc_js_url="/static/docs/redoc.standalone.js",
+            redoc_favicon_url="/static/docs/favicon.png",
+        )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    app = FastAPI(
+        title="rnnlm",
+        version=importlib.metadata.version("rnnlm"),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    errors.register(app)
+    for module in (health, models, generate, perplexity, ngrams, forecast):
+        app.include_router(module.router)
+    _docs(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    app.add_middleware(RequestLog)
+    return app

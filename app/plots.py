@@ -1,0 +1,94 @@
+"""The service's figures: matplotlib's object API on the Agg/SVG canvases, returned as bytes.
+
+No pyplot and no global rcParams, so concurrent requests never share figure state.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from models.forecast import ForecastResult
+
+DPI = 100
+MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
+
+
+def render(fig: Figure, fmt: str, width: int, height: int) -> bytes:
+    """PNG of exactly width x height pixels, or SVG with the same size in px."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, dpi=DPI)
+    data = buffer.getvalue()
+    if fmt == "svg":  # matplotlib sizes SVG in pt; state the pixel size the caller asked for
+        head, rest = data.split(b"<svg", 1)
+        tag, body = rest.split(b">", 1)
+        tag = re.sub(rb'width="[^"]*"', f'width="{width}px"'.encode(), tag, count=1)
+        tag = re.sub(rb'height="[^"]*"', f'height="{height}px"'.encode(), tag, count=1)
+        data = head + b"<svg" + tag + b">" + body
+    return data
+
+
+def _figure(width: int, height: int) -> Figure:
+    return Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
+
+
+def zipf_plot(
+    curves: Sequence[tuple[str, Sequence[int]]], title: str, fmt: str, width: int, height: int
+) -> bytes:
+    """d2l Fig. 9.2.x: frequency against rank on log-log axes, one curve per n."""
+    fig = _figure(width, height)
+    ax = fig.add_subplot()
+    for label, counts in curves:
+        ax.plot(range(1, len(counts) + 1), counts, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("token: x (rank)")
+    ax.set_ylabel("frequency: n(x)")
+    ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend()
+    return render(fig, fmt, width, height)
+
+
+def _data(ax: Axes, result: ForecastResult) -> None:
+    ax.plot(result.time, result.x, lw=0.8, label="data")
+
+
+FIGURES = ("data", "one_step", "multi_step", "k_step")
+
+
+def _draw(ax: Axes, figure: str, result: ForecastResult) -> None:
+    if figure == "data":
+        _data(ax, result)
+        ax.set_title("noisy sine series")
+    elif figure == "one_step":
+        _data(ax, result)
+        ax.plot(result.one_step.time, result.one_step.values, lw=0.8, label="1-step preds")
+        ax.set_title(f"1-step predictions (mse {result.one_step.mse:.3f})")
+    elif figure == "multi_step":
+        _data(ax, result)
+        ax.plot(result.one_step.time, result.one_step.values, lw=0.8, label="1-step preds")
+        ax.plot(result.multi_step.time, result.multi_step.values, lw=0.8, label="multistep preds")
+        ax.set_title(f"multi-step predictions (mse {result.multi_step.mse:.3f})")
+    else:
+        for k, preds in result.k_step.items():
+            ax.plot(preds.time, preds.values, lw=0.8, label=f"{k}-step preds")
+        ax.set_title("k-step-ahead predictions")
+    ax.set_xlabel("time")
+    ax.set_ylabel("x")
+    ax.legend(fontsize="small")
+
+
+def forecast_plot(result: ForecastResult, figure: str, fmt: str, width: int, height: int) -> bytes:
+    """The book's §8.1 figures, one of them or all four in a 2 x 2 grid."""
+    fig = _figure(width, height)
+    if figure == "all":
+        for i, name in enumerate(FIGURES):
+            _draw(fig.add_subplot(2, 2, i + 1), name, result)
+    else:
+        _draw(fig.add_subplot(), figure, result)
+    return render(fig, fmt, width, height)

@@ -1,0 +1,116 @@
+"""The loaded bundles: discovered in the checkpoint directory, validated, put on the device.
+
+A bundle that fails to load is kept with its reason (shown by /ready and logged) while
+the others serve. Requests name models only through `get`, a dictionary lookup, so a
+model name never becomes a filesystem path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from app.errors import NotFound
+from models.bundle import Bundle, BundleError, is_valid_name, load_bundle
+from models.rnn import num_parameters
+
+log = logging.getLogger(__name__)
+
+PREFERRED_DEFAULT = "char-lstm"
+
+
+@dataclass
+class Entry:
+    name: str
+    state: str  # "ready" or "failed"
+    reason: str | None = None
+    bundle: Bundle | None = None
+    loaded_at: float = field(default_factory=time.time)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"RNNLM_DEVICE={name} but CUDA is not available")
+    return device
+
+
+class Registry:
+    def __init__(self, checkpoint_dir: Path, device: torch.device) -> None:
+        self.checkpoint_dir = checkpoint_dir
+        self.device = device
+        self.entries: dict[str, Entry] = {}
+
+    def load_all(self) -> None:
+        """Load every bundle directory; never raises for a bad bundle."""
+        if not self.checkpoint_dir.is_dir():
+            log.warning("checkpoint directory %s does not exist", self.checkpoint_dir)
+            return
+        for path in sorted(self.checkpoint_dir.iterdir()):
+            if not path.is_dir() or not is_valid_name(path.name):
+                continue
+            try:
+                bundle = load_bundle(path, self.device)
+            except BundleError as exc:
+                log.error("bundle %s not served: %s", path.name, exc.reason)
+                self.entries[path.name] = Entry(path.name, "failed", exc.reason)
+                continue
+            self.entries[path.name] = Entry(path.name, "ready", bundle=bundle)
+            log.info("bundle %s loaded (%s) on %s", path.name, bundle.kind, self.device)
+
+    def ready(self, kind: str | None = None) -> dict[str, Bundle]:
+        return {
+            name: e.bundle
+            for name, e in self.entries.items()
+            if e.bundle is not None and (kind is None or e.bundle.kind == kind)
+        }
+
+    def language_models(self) -> dict[str, Bundle]:
+        return {n: b for n, b in self.ready().items() if b.kind.endswith("-lm")}
+
+    def get(self, name: str, kinds: tuple[str, ...], param: str = "model") -> Bundle:
+        """The ready bundle `name` of one of `kinds`, or a 404 that lists the known names."""
+        entry = self.entries.get(name)
+        candidates = sorted(n for n, b in self.ready().items() if b.kind in kinds)
+        if entry is None or entry.bundle is None or entry.bundle.kind not in kinds:
+            why = f" ({entry.reason})" if entry is not None and entry.reason else ""
+            known = ", ".join(candidates) or "none"
+            raise NotFound(
+                f"model {name!r} is not available{why}; available: {known}",
+                param=param,
+                code="model_not_found",
+            )
+        return entry.bundle
+
+    def default_lm(self, configured: str | None) -> str | None:
+        lms = self.language_models()
+        for name in (configured, PREFERRED_DEFAULT):
+            if name and name in lms:
+                return name
+        return next(iter(sorted(lms)), None)
+
+
+def describe(bundle: Bundle, device: torch.device) -> dict[str, Any]:
+    """Metadata shown by /v1/models."""
+    metrics = bundle.metrics
+    model_cfg = bundle.config.get("model", {})
+    epochs = metrics.get("epochs") or []
+    best = metrics.get("best_epoch")
+    at_best = epochs[best - 1] if isinstance(best, int) and 0 < best <= len(epochs) else {}
+    return {
+        "kind": bundle.kind,
+        "architecture": model_cfg.get("arch", "mlp" if bundle.kind == "forecaster" else None),
+        "parameters": num_parameters(bundle.model),
+        "vocab_size": len(bundle.tokenizer.vocab) if bundle.tokenizer else None,
+        "device": str(device),
+        "train_perplexity": at_best.get("train_ppl"),
+        "val_perplexity": at_best.get("val_ppl"),
+        "config": model_cfg,
+    }

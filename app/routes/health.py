@@ -1,0 +1,49 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from app.deps import Services
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def get_health() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/ready",
+    responses={503: {"description": "Still loading its models, or shutting down"}},
+)
+async def get_ready(request: Request) -> JSONResponse:
+    """Readiness: 200 once the bundles are loaded (listing each one's state), 503 before."""
+    services: Services = request.app.state.services
+    entries = services.registry.entries.values()
+    bundles = [
+        {
+            "name": e.name,
+            "state": e.state,
+            "kind": e.bundle.kind if e.bundle else None,
+            "reason": e.reason,
+        }
+        for e in entries
+    ]
+    if services.draining:
+        status, code = "shutting down", 503
+    elif not services.loaded.is_set():
+        status, code = "loading", 503
+    else:
+        status = "ready" if all(e.state == "ready" for e in entries) else "degraded"
+        code = 200
+    body = {
+        "status": status,
+        "device": str(services.device),
+        "default_model": services.default_lm,
+        "bundles": bundles,
+    }
+    return JSONResponse(body, status_code=code)

@@ -1,0 +1,232 @@
+"""Continuous batching for one language model (DESIGN.md, "Serving many requests").
+
+One asyncio task per model loops: admit waiting requests (their prefixes are encoded as
+they join), run one batched step for every active sequence in a worker thread, and hand
+each request its new text. Sequences join and leave between steps. The waiting line is
+bounded; past it `submit` raises `Overloaded` (503 with Retry-After).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+
+from app.errors import Overloaded, Timeout
+from models.generate import DecodeBatch, SamplingParams, StopTracker
+from models.text import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Delta:
+    """New text for one sequence of a request; `finish_reason` set on its last delta."""
+
+    index: int
+    text: str
+    tokens: int
+    finish_reason: str | None = None
+
+
+@dataclass(eq=False)  # identity semantics: requests key the per-step output
+class Request:
+    prefix_ids: list[int]
+    params: list[SamplingParams]
+    queue: asyncio.Queue[list[Delta]] = field(default_factory=asyncio.Queue)
+    cancelled: bool = False
+    submitted: float = field(default_factory=time.perf_counter)
+    started: float | None = None
+    remaining: int = 0
+
+    def cancel(self) -> None:
+        """Stop decoding at the next step (client gone, timeout)."""
+        self.cancelled = True
+
+
+@dataclass
+class _Row:
+    request: Request
+    index: int
+    tracker: StopTracker
+
+
+class Scheduler:
+    def __init__(
+        self,
+        name: str,
+        model: torch.nn.Module,
+        tokenizer: Tokenizer,
+        max_batch: int,
+        max_queue: int,
+    ) -> None:
+        self.name = name
+        self.tokenizer = tokenizer
+        self.max_batch, self.max_queue = max_batch, max_queue
+        self.batch = DecodeBatch(model)  # type: ignore[arg-type]
+        self.rows: list[_Row] = []
+        self.waiting: deque[Request] = deque()
+        self.waiting_rows = 0
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"decode-{name}")
+        self._task: asyncio.Task[None] | None = None
+        self.steps = 0
+
+    @property
+    def active(self) -> int:
+        return len(self.rows)
+
+    @property
+    def queued(self) -> int:
+        return self.waiting_rows
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"scheduler-{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for row in self.rows:
+            row.request.cancel()
+        self._executor.shutdown(wait=True)
+
+    def submit(self, prefix_ids: list[int], params: Sequence[SamplingParams]) -> Request:
+        """Queue a request of len(params) sequences sharing one prefix."""
+        n = len(params)
+        if self.waiting_rows + n > self.max_queue + max(0, self.max_batch - len(self.rows)):
+            raise Overloaded(
+                f"model {self.name!r} is at capacity ({len(self.rows)} decoding, "
+                f"{self.waiting_rows} waiting); retry shortly"
+            )
+        request = Request(list(prefix_ids), list(params), remaining=n)
+        for i, p in enumerate(params):
+            if p.max_new_tokens == 0:  # nothing to decode: answer at once
+                request.queue.put_nowait([Delta(i, "", 0, "length")])
+                request.remaining -= 1
+        if request.remaining:
+            self.waiting.append(request)
+            self.waiting_rows += request.remaining
+            self._wake.set()
+        return request
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self.rows and not self.waiting:
+                self._wake.clear()
+                await self._wake.wait()
+            admitted = self._admit()
+            try:
+                out = await loop.run_in_executor(self._executor, self._step, admitted)
+            except Exception:  # a failed step must not kill the scheduler for good
+                log.exception("decoding step failed on %s; dropping its sequences", self.name)
+                for row in self.rows:
+                    row.request.queue.put_nowait([Delta(row.index, "", 0, "error")])
+                self.rows = []
+                self.batch.keep(torch.empty(0, dtype=torch.long, device=self.batch.device))
+                continue
+            for request, deltas in out.items():
+                request.queue.put_nowait(deltas)
+
+    def _admit(self) -> list[Request]:
+        admitted = []
+        room = self.max_batch - len(self.rows)
+        while self.waiting and room > 0:
+            request = self.waiting[0]
+            live = [i for i, p in enumerate(request.params) if p.max_new_tokens > 0]
+            if len(live) > room and self.rows:
+                break  # wait for room rather than split a request across steps
+            self.waiting.popleft()
+            self.waiting_rows -= len(live)
+            if request.cancelled:
+                continue
+            request.started = time.perf_counter()
+            admitted.append(request)
+            room -= len(live)
+        return admitted
+
+    def _step(self, admitted: list[Request]) -> dict[Request, list[Delta]]:
+        """One decoding step (worker thread): join, sample, emit, drop finished, advance."""
+        for request in admitted:
+            live = [i for i, p in enumerate(request.params) if p.max_new_tokens > 0]
+            self.batch.add(request.prefix_ids, [request.params[i] for i in live])
+            for i in live:
+                p = request.params[i]
+                self.rows.append(_Row(request, i, StopTracker(p.stop, p.max_new_tokens)))
+        if not self.rows:
+            return {}
+        tokens = self.batch.next_tokens()
+        out: dict[Request, list[Delta]] = {}
+        keep = []
+        piece = self.tokenizer.piece
+        for r, (row, token) in enumerate(zip(self.rows, tokens.tolist(), strict=True)):
+            if row.request.cancelled:
+                continue
+            text = row.tracker.push(piece(token))
+            finish = row.tracker.finish_reason
+            if text or finish:
+                out.setdefault(row.request, []).append(
+                    Delta(row.index, text, row.tracker.tokens, finish)
+                )
+            if finish is None:
+                keep.append(r)
+        self.steps += 1
+        if len(keep) < len(self.rows):
+            index = torch.tensor(keep, dtype=torch.long, device=self.batch.device)
+            self.batch.keep(index)
+            tokens = tokens.index_select(0, index)
+            self.rows = [self.rows[r] for r in keep]
+        if self.rows:
+            self.batch.feed(tokens)
+        return out
+
+
+async def stream_deltas(request: Request, timeout: float) -> AsyncIterator[list[Delta]]:
+    """Yield a request's deltas as steps produce them, until every sequence has finished.
+
+    Raises Timeout (and cancels the work) when the request runs past `timeout` seconds;
+    leaving early (a client that disconnects) cancels it too.
+    """
+    deadline = request.submitted + timeout
+    try:
+        while request.remaining > 0:
+            left = deadline - time.perf_counter()
+            try:
+                deltas = await asyncio.wait_for(request.queue.get(), timeout=max(left, 0.0))
+            except TimeoutError:
+                raise Timeout(
+                    f"generation ran past the {timeout:g} s request limit", code="timeout"
+                ) from None
+            request.remaining -= sum(1 for d in deltas if d.finish_reason is not None)
+            yield deltas
+    finally:
+        if request.remaining > 0:
+            request.cancel()
+
+
+@dataclass
+class Completion:
+    text: str = ""
+    tokens: int = 0
+    finish_reason: str | None = None
+
+
+async def collect(request: Request, timeout: float) -> list[Completion]:
+    """Wait for every sequence of a request; the completions in choice order."""
+    out = [Completion() for _ in request.params]
+    async for deltas in stream_deltas(request, timeout):
+        for d in deltas:
+            c = out[d.index]
+            c.text += d.text
+            c.tokens = max(c.tokens, d.tokens)
+            c.finish_reason = d.finish_reason or c.finish_reason
+    return out

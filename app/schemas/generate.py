@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from app.schemas import StrictRequest, Usage, model_field
+from models.generate import SamplingParams
+
+MAX_PREFIX_CHARS = 4000
+MAX_NEW_TOKENS = 2000
+MAX_N = 16
+MAX_STOP = 4
+MAX_STOP_CHARS = 64
+MAX_SEED = 2**63 - 1
+
+
+class GenerateRequest(StrictRequest):
+    model: str | None = model_field()  # type: ignore[assignment]
+    prefix: str = Field(
+        min_length=1,
+        max_length=MAX_PREFIX_CHARS,
+        description="text to continue; cleaned with the bundle's rule (a-z and spaces) first",
+        examples=["time traveller "],
+    )
+    max_new_tokens: int = Field(100, ge=1, le=MAX_NEW_TOKENS, description="tokens to generate")
+    temperature: float = Field(
+        1.0, ge=0.0, le=5.0, description="0 = greedy (argmax); higher = more random"
+    )
+    top_k: int = Field(0, ge=0, le=1000, description="sample among the k likeliest; 0 = all")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus: smallest head with this mass")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_SEED,
+        description="same seed, same text (choice i uses seed + i); default: random",
+        examples=[42],
+    )
+    stop: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_STOP,
+        description=f"up to {MAX_STOP} strings of a-z and spaces; generation ends before one",
+        examples=[[]],
+    )
+    n: int = Field(1, ge=1, le=MAX_N, description="completions of the same prefix")
+    stream: bool = Field(False, description="server-sent events, one per token")
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_alphabet(cls, stop: list[str]) -> list[str]:
+        for s in stop:
+            if not 1 <= len(s) <= MAX_STOP_CHARS:
+                raise ValueError(f"each stop string must have 1 to {MAX_STOP_CHARS} characters")
+            if any(not ("a" <= c <= "z" or c == " ") for c in s):
+                raise ValueError(
+                    f"stop string {s!r} can never match: generated text holds only a-z and spaces"
+                )
+        return stop
+
+    def to_params(self, seed: int) -> list[SamplingParams]:
+        """One SamplingParams per choice, as the engine takes them."""
+        return [
+            SamplingParams(
+                temperature=self.temperature,
+                top_k=self.top_k,
+                top_p=self.top_p,
+                seed=(seed + i) % (MAX_SEED + 1),
+                max_new_tokens=self.max_new_tokens,
+                stop=tuple(self.stop),
+            )
+            for i in range(self.n)
+        ]
+
+
+class Choice(StrictRequest):
+    index: int
+    text: str
+    tokens: int
+    finish_reason: Literal["length", "stop", "error"]
+
+
+class Timing(StrictRequest):
+    queue_ms: float = Field(description="waiting for a place in the batch")
+    total_ms: float
+
+
+class GenerateResponse(StrictRequest):
+    id: str
+    object: Literal["generation"] = "generation"
+    model: str
+    prefix: str = Field(description="the prefix after cleanup, as the model read it")
+    unknown_tokens: int = Field(description="prefix tokens missing from the vocabulary")
+    seed: int
+    choices: list[Choice]
+    usage: Usage
+    timing: Timing

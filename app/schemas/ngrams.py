@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from app.schemas import StrictRequest
+from models.ngrams import MAX_N
+
+MAX_TEXT_BYTES = 2 * 1024 * 1024
+MAX_TOP_K = 1000
+CORPUS_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+
+
+def _check_ns(n: list[int]) -> list[int]:
+    if not 1 <= len(n) <= MAX_N or len(set(n)) != len(n):
+        raise ValueError(f"give 1 to {MAX_N} distinct orders")
+    if any(not 1 <= k <= MAX_N for k in n):
+        raise ValueError(f"each n must be in [1, {MAX_N}]")
+    return sorted(n)
+
+
+class NgramRequest(StrictRequest):
+    corpus: str | None = Field(
+        None,
+        pattern=CORPUS_NAME,
+        description="a named corpus (from the data dir); give this or `text`",
+        examples=["timemachine"],
+    )
+    text: str | None = Field(
+        None,
+        min_length=1,
+        description=f"text to count (up to {MAX_TEXT_BYTES} bytes UTF-8); give this or `corpus`",
+    )
+    level: Literal["word", "char"] = Field("word", description="count words or characters")
+    n: list[int] = Field(
+        default_factory=lambda: [1, 2, 3],
+        description=f"orders to count, each 1..{MAX_N}",
+        examples=[[1, 2, 3]],
+    )
+    top_k: int = Field(10, ge=1, le=MAX_TOP_K, description="entries per table")
+    min_count: int = Field(1, ge=1, le=1_000_000, description="drop n-grams seen fewer times")
+
+    @field_validator("n")
+    @classmethod
+    def _orders(cls, n: list[int]) -> list[int]:
+        return _check_ns(n)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> NgramRequest:
+        if (self.corpus is None) == (self.text is None):
+            raise ValueError("give exactly one of `corpus` and `text`")
+        if (
+            self.text is not None
+            and len(self.text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES
+        ):
+            raise ValueError(f"text is over {MAX_TEXT_BYTES} bytes")
+        return self
+
+
+class NgramEntryOut(StrictRequest):
+    tokens: list[str]
+    count: int
+    frequency: float = Field(description="count / total n-grams of this order")
+
+
+class NgramTableOut(StrictRequest):
+    n: int
+    total: int = Field(description="n-grams in the text")
+    unique: int = Field(description="distinct n-grams")
+    entries: list[NgramEntryOut]
+
+
+class ZipfOut(StrictRequest):
+    exponent: float = Field(description="alpha in count ~ rank^-alpha, fitted on the unigrams")
+    intercept: float
+    r2: float
+
+
+class NgramResponse(StrictRequest):
+    source: str = Field(description="corpus name, or 'text'")
+    level: str
+    tokens: int
+    tables: list[NgramTableOut]
+    zipf: ZipfOut | None
+
+
+class NgramPlotRequest(NgramRequest):
+    format: Literal["png", "svg"] = Field("png", description="image format")
+    width: int = Field(640, ge=200, le=2000, description="pixels")
+    height: int = Field(480, ge=150, le=2000, description="pixels")

@@ -1,0 +1,44 @@
+"""Service settings from `RNNLM_*` environment variables (pydantic-settings).
+
+No instance is built at import time: `create_app(settings)` takes one, and `get_settings()`
+builds the environment's on first use, so tests can pass their own.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RNNLM_", extra="ignore")
+
+    checkpoint_dir: Path = Field(Path("checkpoints"), description="directory of bundles")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
+    default_model: str | None = Field(
+        None, description="LM used when a request names none (default: char-lstm, else first)"
+    )
+    data_dir: Path | None = Field(None, description="directory holding named corpora")
+    cache_dir: Path = Field(Path.home() / ".cache" / "rnnlm", description="corpus downloads")
+    allow_download: bool = Field(True, description="download a named corpus missing locally")
+    api_key: SecretStr | None = Field(None, description="when set, /v1/* needs this bearer key")
+    cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads")
+
+    # Scheduler and load limits.
+    max_batch_size: int = Field(64, ge=1, le=1024, description="sequences decoded per step")
+    max_queue: int = Field(256, ge=0, description="sequences waiting beyond the batch")
+    max_concurrent_scoring: int = Field(2, ge=1, description="perplexity/n-gram jobs at once")
+    request_timeout_s: float = Field(120.0, gt=0, description="per-request time limit")
+    max_body_bytes: int = Field(3 * 1024 * 1024, ge=1024, description="largest request body")
+    shutdown_grace_s: float = Field(20.0, ge=0, description="time in-flight requests get")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

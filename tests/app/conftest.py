@@ -1,0 +1,90 @@
+"""Tiny real bundles (trained for seconds on a short text) and a client over create_app."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from models.forecast import SineConfig
+from tests.conftest import DATA_DIR, TINY_TEXT
+from training.loop import TrainConfig, train
+from training.sine import train_sine
+
+
+def tiny_lm_config(out: Path, corpus: Path, **kw: object) -> TrainConfig:
+    base = TrainConfig(
+        out=out,
+        corpus=str(corpus),
+        arch="gru",
+        num_hiddens=32,
+        embed_size=16,
+        batch_size=8,
+        num_steps=16,
+        epochs=2,
+        lr=0.01,
+        optimizer="adam",
+        device="cpu",
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("checkpoints")
+    corpus = root.parent / "tiny-corpus.txt"
+    corpus.write_text(TINY_TEXT * 3)
+    train(tiny_lm_config(root / "char-lstm", corpus, arch="lstm", num_layers=2, dropout=0.1))
+    train(tiny_lm_config(root / "char-gru", corpus))
+    train(tiny_lm_config(root / "word-gru", corpus, level="word", num_steps=4, batch_size=4))
+    train_sine(SineConfig(), root / "sine-mlp")
+    broken = root / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"format_version": 99}')
+    return root
+
+
+def make_settings(checkpoint_dir: Path, **kw: object) -> Settings:
+    return Settings(
+        checkpoint_dir=checkpoint_dir,
+        data_dir=DATA_DIR,
+        cache_dir=checkpoint_dir.parent / "cache",
+        allow_download=False,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def wait_ready(client: TestClient, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while client.get("/ready").status_code != 200:
+        assert time.monotonic() < deadline, "service never became ready"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def client(checkpoint_dir: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings(checkpoint_dir))) as c:
+        wait_ready(c)
+        yield c
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def assert_error(response, status: int, param: str | None = None, *words: str) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    if param is not None:
+        assert error["param"] == param, error
+    for word in words:
+        assert word in error["message"], error
+    return error

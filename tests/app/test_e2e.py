@@ -1,0 +1,115 @@
+"""End to end: uvicorn as a real process on a free port, every endpoint over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.app.conftest import png_size
+from tests.conftest import DATA_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint_dir: Path) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "RNNLM_CHECKPOINT_DIR": str(checkpoint_dir),
+        "RNNLM_DATA_DIR": str(DATA_DIR),
+        "RNNLM_ALLOW_DOWNLOAD": "false",
+        "RNNLM_LOG_LEVEL": "warning",
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "app.main:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+            try:
+                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not become ready"
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_every_endpoint_over_http(server: str) -> None:
+    with httpx.Client(base_url=server, timeout=60) as c:
+        assert c.get("/health").json()["status"] == "ok"
+        assert c.get("/ready").json()["default_model"] == "char-lstm"
+        assert {m["id"] for m in c.get("/v1/models").json()["data"]} >= {"char-lstm", "sine-mlp"}
+        gen = c.post(
+            "/v1/generate", json={"prefix": "time ", "temperature": 0, "max_new_tokens": 20}
+        )
+        assert gen.status_code == 200 and gen.json()["choices"][0]["tokens"] == 20
+        assert "x-request-id" in gen.headers
+        ppl = c.post("/v1/perplexity", json={"text": "the time traveller"}).json()
+        assert ppl["tokens_scored"] == 17 and ppl["perplexity"] > 1
+        ngrams = c.post("/v1/ngrams", json={"corpus": "timemachine", "n": [1], "top_k": 1}).json()
+        assert ngrams["tables"][0]["entries"][0] == {
+            "tokens": ["the"],
+            "count": 2261,
+            "frequency": 2261 / 32775,
+        }
+        assert png_size(c.get("/v1/ngrams/plot?width=320&height=240").content) == (320, 240)
+        assert c.post("/v1/forecast", json={}).json()["model"] == "sine-mlp"
+        plot = c.post("/v1/forecast/plot", json={"format": "svg"})
+        assert plot.headers["content-type"] == "image/svg+xml"
+        docs = c.get("/docs").text
+        assert "/static/docs/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()
+        assert c.get("/static/docs/swagger-ui-bundle.js").status_code == 200
+        assert "/v1/generate" in c.get("/openapi.json").json()["paths"]
+
+
+def test_server_sent_events_over_http(server: str) -> None:
+    body = {"prefix": "the ", "temperature": 0, "max_new_tokens": 15}
+    plain = httpx.post(f"{server}/v1/generate", json=body, timeout=60).json()["choices"][0]["text"]
+    events = []
+    with httpx.stream(
+        "POST", f"{server}/v1/generate", json={**body, "stream": True}, timeout=60
+    ) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                events.append(line[6:])
+    assert events[-1] == "[DONE]"
+    deltas = [json.loads(e) for e in events[1:-2]]
+    assert "".join(d["text"] for d in deltas) == plain and len(deltas) == 15
