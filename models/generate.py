@@ -108,6 +108,7 @@ class DecodeBatch:
         self.top_p = torch.empty(0, dtype=torch.float64, device=self.device)
         self.seeds = torch.empty(0, dtype=torch.long, device=self.device)
         self.counters = torch.empty(0, dtype=torch.long, device=self.device)
+        self.all_greedy = True  # then sampling is a plain argmax
 
     def __len__(self) -> int:
         return self.logits.shape[0]
@@ -141,22 +142,25 @@ class DecodeBatch:
         self.counters = torch.cat(
             [self.counters, torch.zeros(n, dtype=torch.long, device=self.device)]
         )
+        self.all_greedy = self.all_greedy and all(p.temperature == 0 for p in params)
 
     @torch.inference_mode()
     def next_tokens(self) -> Tensor:
         """Sample every row's next token from its current logits -> (B,)."""
-        logits = self.logits.index_fill(1, self.banned, float("-inf"))
-        tokens = sample_next(
-            logits, self.temperature, self.top_k, self.top_p, self.seeds, self.counters
-        )
+        self.logits.index_fill_(1, self.banned, float("-inf"))
         self.counters += 1
-        return tokens
+        if self.all_greedy:
+            return self.logits.argmax(dim=1)
+        return sample_next(
+            self.logits, self.temperature, self.top_k, self.top_p, self.seeds, self.counters - 1
+        )
 
     @torch.inference_mode()
     def feed(self, tokens: Tensor) -> None:
         """Advance every row by its token (B,), producing the logits for the next step."""
-        logits, self.state = self.model(tokens.unsqueeze(1), self.state)  # (B, 1, V)
-        self.logits = logits[:, 0].float()
+        assert self.state is not None
+        logits, self.state = self.model.step(tokens, self.state)  # (B, V)
+        self.logits = logits.float()
 
     def keep(self, rows: Tensor) -> None:
         """Drop every row not listed in `rows` (a LongTensor of row indices, in order)."""
@@ -164,6 +168,8 @@ class DecodeBatch:
             self.state = tuple(s.index_select(1, rows) for s in self.state)
         for name in ("logits", "temperature", "top_k", "top_p", "seeds", "counters"):
             setattr(self, name, getattr(self, name).index_select(0, rows))
+        if not self.all_greedy:
+            self.all_greedy = bool((self.temperature == 0).all())
 
 
 class StopTracker:

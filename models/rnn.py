@@ -54,6 +54,15 @@ class LanguageModel(nn.Module):
     def forward(self, X: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         raise NotImplementedError
 
+    def step(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
+        """One token per sequence: tokens (B,) -> (logits (B, V), state).
+
+        Equal to `forward(tokens[:, None], state)` with the time axis dropped; decoding
+        calls it once per generated token, so subclasses make it as lean as they can.
+        """
+        logits, state = self(tokens.unsqueeze(1), state)
+        return logits[:, 0], state
+
 
 class RNNScratch(LanguageModel):
     """The book's RNN with explicit parameters: H_t = tanh(X_t W_xh + H_{t-1} W_hh + b_h)."""
@@ -84,8 +93,13 @@ class RNNScratch(LanguageModel):
         Hs = torch.stack(outputs, dim=1)  # (B, T, H)
         return Hs @ self.W_hq + self.b_q, (H.unsqueeze(0),)  # (B, T, V)
 
+    def step(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
+        H = torch.tanh(torch.addmm(self.W_xh[tokens] + self.b_h, state[0][0], self.W_hh))  # (B, H)
+        return torch.addmm(self.b_q, H, self.W_hq), (H.unsqueeze(0),)
+
 
 _CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+_STEP_CELLS = {"rnn": torch.rnn_tanh_cell, "gru": torch.gru_cell, "lstm": torch.lstm_cell}
 
 
 class RNNLM(LanguageModel):
@@ -122,6 +136,25 @@ class RNNLM(LanguageModel):
         Y, new_state = self.rnn(self.drop(inputs), rnn_state)  # (B, T, H)
         logits = self.output(self.drop(Y))  # (B, T, V)
         return logits, (tuple(new_state) if isinstance(new_state, tuple) else (new_state,))
+
+    def step(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
+        """The fused ATen cells, layer by layer: for one time step they skip nn.RNNBase's
+        per-call set-up (and oneDNN's, which costs milliseconds per call on CPU)."""
+        if self.training:
+            return super().step(tokens, state)  # dropout between layers lives in nn.RNNBase
+        if self.embedding is not None:
+            x = self.embedding(tokens)  # (B, E)
+        else:
+            x = F.one_hot(tokens, self.config.vocab_size).to(self.output.weight.dtype)  # (B, V)
+        cell = _STEP_CELLS[self.config.arch]
+        layers = []
+        for layer, weights in enumerate(self.rnn.all_weights):
+            hx = tuple(s[layer] for s in state) if self.config.arch == "lstm" else state[0][layer]
+            out = cell(x, hx, *weights)
+            layers.append(out if isinstance(out, tuple) else (out,))
+            x = layers[-1][0]  # (B, H)
+        new_state = tuple(torch.stack(parts) for parts in zip(*layers, strict=True))
+        return self.output(x), new_state  # (B, V)
 
 
 ARCHITECTURES: dict[str, Callable[[LMConfig], LanguageModel]] = {

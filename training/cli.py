@@ -16,10 +16,11 @@ from pathlib import Path
 from models.bundle import BundleError
 from models.corpus import CorpusError
 from models.forecast import SineConfig
+from models.kneser_ney import KneserNey
 from models.rnn import ARCHITECTURES
 from models.text import LEVELS, LINE_JOINS
 from training.batches import SAMPLINGS
-from training.loop import TrainConfig, TrainingError, train
+from training.loop import TrainConfig, TrainingError, load_tokens, train
 from training.sine import train_sine
 
 log = logging.getLogger("training")
@@ -159,6 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue an interrupted run from its last completed epoch",
     )
 
+    kn = sub.add_parser(
+        "kn", help="held-out perplexity of a Kneser-Ney n-gram baseline on the same split as lm"
+    )
+    kn.add_argument("--corpus", default="timemachine", help="built-in corpus name or a file path")
+    _add_paths(kn)
+    kn.add_argument("--level", choices=LEVELS, default="char", help="tokens: characters or words")
+    kn.add_argument("--line-join", choices=LINE_JOINS, default="space", help="as for lm")
+    kn.add_argument("--val-frac", type=_fraction, default=0.1, help="held-out fraction at the end")
+    kn.add_argument(
+        "--order", type=_positive_int, nargs="+", default=[7], help="n-gram orders to evaluate"
+    )
+    kn.add_argument("--modified", action="store_true", help="three discounts (modified KN)")
+
     sine = sub.add_parser("sine", help="fit the noisy-sine forecaster (d2l 8.1)")
     defaults = SineConfig()
     sine.add_argument("--out", type=Path, required=True, help="bundle directory to write")
@@ -217,6 +231,29 @@ def _lm_config(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+def _kneser_ney(args: argparse.Namespace) -> dict[str, object]:
+    data = TrainConfig(
+        out=Path("kn"),
+        corpus=args.corpus,
+        data_dir=args.data_dir,
+        cache_dir=args.cache_dir,
+        allow_download=not args.no_download,
+        level=args.level,
+        line_join=args.line_join,
+        val_frac=args.val_frac,
+    )
+    tokenizer, train_ids, val_ids, _ = load_tokens(data)
+    variant = "modified" if args.modified else "interpolated"
+    results = {}
+    for order in args.order:
+        model = KneserNey(train_ids.tolist(), order, len(tokenizer.vocab), modified=args.modified)
+        results[str(order)] = model.perplexity(val_ids.tolist())
+        log.info(
+            "%s Kneser-Ney order %d: held-out perplexity %.4f", variant, order, results[str(order)]
+        )
+    return {"variant": variant, "val_tokens": len(val_ids), "val_ppl_by_order": results}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -226,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        if args.command == "lm":
+        if args.command == "kn":
+            summary = _kneser_ney(args)
+        elif args.command == "lm":
             config = _lm_config(args)
             if args.arch == "rnn_scratch" and (
                 args.num_layers != 1 or args.dropout or args.embed_size
@@ -256,5 +295,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: run the same command with --resume to continue", file=sys.stderr)
         return 130
-    print(json.dumps({"out": str(args.out), **summary}, indent=2))
+    print(json.dumps({"out": str(args.out), **summary} if "out" in args else summary, indent=2))
     return 0

@@ -58,3 +58,18 @@ def test_embedding_and_dropout_options() -> None:
     assert not torch.equal(a, b)  # dropout active in training
     model.eval()
     torch.testing.assert_close(model(X)[0], model(X)[0])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("embed_size", [0, 6])
+def test_step_equals_a_one_token_forward(arch: str, embed_size: int) -> None:
+    layers = 1 if arch == "rnn_scratch" else 2
+    model = tiny_lm(arch, num_layers=layers, embed_size=0 if arch == "rnn_scratch" else embed_size)
+    tokens = torch.tensor([3, 0, 27])
+    _, state = model(torch.randint(0, 28, (3, 5)))
+    with torch.no_grad():
+        expected, expected_state = model(tokens[:, None], state)
+        logits, new_state = model.step(tokens, state)
+    torch.testing.assert_close(logits, expected[:, 0])
+    for a, b in zip(new_state, expected_state, strict=True):
+        torch.testing.assert_close(a, b)
