@@ -43,13 +43,14 @@ serve: install
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info
 
-# The committed default bundles: one seeded command each, on the CPU (see README, "Models").
+# The committed default bundles: one seeded command each, on the CPU with one torch thread
+# (bit-reproducible on the same machine type; see README, "Models").
 models: install
-	$(PY) -m training lm --out checkpoints/char-lstm --arch lstm --num-layers 2 \
+	$(PY) -m training --threads 1 lm --out checkpoints/char-lstm --arch lstm --num-layers 2 \
 		--num-hiddens 384 --embed-size 64 --dropout 0.5 --optimizer adamw --lr 0.002 \
 		--weight-decay 0.01 --schedule cosine --batch-size 32 --num-steps 100 --epochs 40 \
 		--seed 0 --device cpu
-	$(PY) -m training lm --out checkpoints/char-rnn-scratch --arch rnn_scratch \
+	$(PY) -m training --threads 1 lm --out checkpoints/char-rnn-scratch --arch rnn_scratch \
 		--num-hiddens 512 --optimizer sgd --lr 1 --clip 1 --batch-size 32 --num-steps 35 \
 		--epochs 100 --seed 0 --device cpu
 	$(PY) -m training sine --out checkpoints/sine-mlp --seed 0

@@ -12,17 +12,21 @@ import asyncio
 import importlib.metadata
 import importlib.resources
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import FrameType
 
 import torch
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from app import errors
+from app.auth import require_api_key
 from app.corpora import CorpusCounts
 from app.deps import Services
 from app.forecasts import Forecasts
@@ -63,6 +67,23 @@ async def _load(services: Services) -> None:
     )
 
 
+def _drain_on_signals(services: Services) -> None:
+    """On SIGTERM/SIGINT refuse new work with 503 at once, then let uvicorn's own handler
+    run its graceful shutdown (in-flight requests finish, then this lifespan exits)."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # under a test client: no process signals to take over
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+
+        def handler(num: int, frame: FrameType | None, previous: object = previous) -> None:
+            services.draining = True
+            log.info("signal %d: draining, new requests get 503", num)
+            if callable(previous):
+                previous(num, frame)
+
+        signal.signal(signum, handler)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -77,6 +98,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         corpora=CorpusCounts(settings),
     )
     app.state.services = services
+    _drain_on_signals(services)
     loading = asyncio.create_task(_load(services))
     try:
         yield
@@ -128,8 +150,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     errors.register(app)
-    for module in (health, models, generate, perplexity, ngrams, forecast):
-        app.include_router(module.router)
+    app.include_router(health.router)
+    for module in (models, generate, perplexity, ngrams, forecast):
+        app.include_router(module.router, dependencies=[Depends(require_api_key)])
     _docs(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:

@@ -13,6 +13,7 @@ its full context, which is exactly the sequential computation.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,10 @@ from models.rnn import LanguageModel
 DEFAULT_SEGMENT_LEN = 2048
 DEFAULT_BURN_IN = 512
 MAX_TOKENS_PER_PASS = 1 << 17  # bounds the (B, T, V) logits held at once
+
+
+class Cancelled(Exception):
+    """Scoring was stopped by its caller (a request past its time limit)."""
 
 
 def token_nll(logits: Tensor, targets: Tensor) -> Tensor:
@@ -74,6 +79,7 @@ def score_ids(
     segment_len: int = DEFAULT_SEGMENT_LEN,
     burn_in: int = DEFAULT_BURN_IN,
     return_logprobs: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Score:
     """Score `ids[first_scored:]`, each token given the ones before it.
 
@@ -81,13 +87,14 @@ def score_ids(
         ids: token ids of context and text together.
         first_scored: index of the first token to score (>= 1: the first token of a text
             without context has nothing to be predicted from).
+        should_stop: polled between passes; when it returns True, raises `Cancelled`.
     """
     if first_scored < 1:
         raise ValueError("first_scored must be >= 1")
     was_training = model.training
     model.eval()
     try:
-        return _score(model, ids, first_scored, segment_len, burn_in, return_logprobs)
+        return _score(model, ids, first_scored, segment_len, burn_in, return_logprobs, should_stop)
     finally:
         model.train(was_training)
 
@@ -99,6 +106,7 @@ def _score(
     segment_len: int,
     burn_in: int,
     return_logprobs: bool,
+    should_stop: Callable[[], bool] | None,
 ) -> Score:
     device = next(model.parameters()).device
     seq = torch.as_tensor(ids, dtype=torch.long, device=device)
@@ -112,6 +120,8 @@ def _score(
     total = torch.zeros((), dtype=torch.float64, device=device)
     pieces: list[Tensor] = []
     for g in range(0, len(windows), per_pass):
+        if should_stop is not None and should_stop():
+            raise Cancelled
         group = windows[g : g + per_pass]
         X = torch.zeros(len(group), width, dtype=torch.long, device=device)  # (B, W)
         Y = torch.zeros_like(X)

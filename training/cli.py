@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
 from models.bundle import BundleError
 from models.corpus import CorpusError
 from models.forecast import SineConfig
@@ -77,6 +79,13 @@ def _add_paths(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n")[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="torch CPU threads (default: torch's choice); results are bit-reproducible "
+        "for the same seed, thread count and machine",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     lm = sub.add_parser("lm", help="train a recurrent language model (d2l ch. 9)")
@@ -262,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         if args.command == "kn":
             summary = _kneser_ney(args)

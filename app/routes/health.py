@@ -24,15 +24,18 @@ async def get_ready(request: Request) -> JSONResponse:
     """Readiness: 200 once the bundles are loaded (listing each one's state), 503 before."""
     services: Services = request.app.state.services
     entries = services.registry.entries.values()
-    bundles = [
-        {
+    bundles = []
+    for e in entries:
+        info: dict[str, object] = {
             "name": e.name,
             "state": e.state,
             "kind": e.bundle.kind if e.bundle else None,
             "reason": e.reason,
         }
-        for e in entries
-    ]
+        scheduler = services.schedulers.get(e.name)
+        if scheduler is not None:  # live load of a language model
+            info |= {"active_sequences": scheduler.active, "queued_sequences": scheduler.queued}
+        bundles.append(info)
     if services.draining:
         status, code = "shutting down", 503
     elif not services.loaded.is_set():

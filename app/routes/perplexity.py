@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from fastapi import APIRouter
 
@@ -37,13 +38,22 @@ async def score_perplexity(body: PerplexityRequest, services: ServicesDep) -> Pe
             param="text",
             code="too_short",
         )
+    stop = threading.Event()
     job = services.jobs.run(
-        lambda: score_ids(bundle.model, ids, first, return_logprobs=body.return_tokens)  # type: ignore[arg-type]
+        lambda: score_ids(
+            bundle.model,  # type: ignore[arg-type]
+            ids,
+            first,
+            return_logprobs=body.return_tokens,
+            should_stop=stop.is_set,
+        )
     )
+    limit = services.settings.request_timeout_s
     try:
-        score = await asyncio.wait_for(job, timeout=services.settings.request_timeout_s)
+        score = await asyncio.wait_for(job, timeout=limit)
     except TimeoutError:
-        raise Timeout("scoring ran past the request time limit", code="timeout") from None
+        stop.set()  # the worker thread gives up at its next pass
+        raise Timeout(f"scoring ran past the {limit:g} s request limit", code="timeout") from None
     tokens = None
     if body.return_tokens:
         vocab = tokenizer.vocab

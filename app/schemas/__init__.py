@@ -7,9 +7,27 @@ documentation and the 422 messages.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 MODEL_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def _no_control_characters(value: str) -> str:
+    """Text is cleaned to letters anyway, but control bytes mean the client sent binary."""
+    bad = _CONTROL.search(value)
+    if bad:
+        raise ValueError(
+            f"contains control character U+{ord(bad.group()):04X} at position {bad.start()} "
+            "(only tab, newline and carriage return are allowed)"
+        )
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_control_characters)]
 
 
 class StrictRequest(BaseModel):

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from app.schemas import StrictRequest, Usage, model_field
+from app.schemas import StrictRequest, Text, Usage, model_field
 from models.generate import SamplingParams
 
 MAX_PREFIX_CHARS = 4000
@@ -17,7 +17,7 @@ MAX_SEED = 2**63 - 1
 
 class GenerateRequest(StrictRequest):
     model: str | None = model_field()  # type: ignore[assignment]
-    prefix: str = Field(
+    prefix: Text = Field(
         min_length=1,
         max_length=MAX_PREFIX_CHARS,
         description="text to continue; cleaned with the bundle's rule (a-z and spaces) first",

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from app.schemas import StrictRequest
+from app.schemas import StrictRequest, Text
 from models.ngrams import MAX_N
 
 MAX_TEXT_BYTES = 2 * 1024 * 1024
@@ -27,7 +27,7 @@ class NgramRequest(StrictRequest):
         description="a named corpus (from the data dir); give this or `text`",
         examples=["timemachine"],
     )
-    text: str | None = Field(
+    text: Text | None = Field(
         None,
         min_length=1,
         description=f"text to count (up to {MAX_TEXT_BYTES} bytes UTF-8); give this or `corpus`",

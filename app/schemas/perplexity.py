@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from app.schemas import StrictRequest, model_field
+from app.schemas import StrictRequest, Text, model_field
 
 MAX_TEXT_CHARS = 200_000
 MAX_CONTEXT_CHARS = 20_000
@@ -10,13 +10,13 @@ MAX_CONTEXT_CHARS = 20_000
 
 class PerplexityRequest(StrictRequest):
     model: str | None = model_field()  # type: ignore[assignment]
-    text: str = Field(
+    text: Text = Field(
         min_length=1,
         max_length=MAX_TEXT_CHARS,
         description="text to score; cleaned with the bundle's rule first",
         examples=["the time traveller smiled round at us"],
     )
-    context: str = Field(
+    context: Text = Field(
         "",
         max_length=MAX_CONTEXT_CHARS,
         description="read before the text but not scored; without it the first token is not scored",

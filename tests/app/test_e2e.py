@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +28,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server(checkpoint_dir: Path) -> Iterator[str]:
+def start_server(checkpoint_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """uvicorn in a subprocess on a free port, returned once /ready says 200."""
     port = free_port()
     env = {
         **os.environ,
@@ -36,39 +38,40 @@ def server(checkpoint_dir: Path) -> Iterator[str]:
         "RNNLM_ALLOW_DOWNLOAD": "false",
         "RNNLM_LOG_LEVEL": "warning",
     }
+    command = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--timeout-graceful-shutdown", "30"]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "app.main:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(process.stdout.read().decode() if process.stdout else "exited")
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("server did not become ready")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint_dir: Path) -> Iterator[str]:
+    process, url = start_server(checkpoint_dir)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
-            try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.1)
         yield url
     finally:
         process.terminate()
-        process.wait(timeout=20)
+        process.wait(timeout=30)
+
+
+def active_sequences(url: str) -> int:
+    bundles = httpx.get(f"{url}/ready", timeout=5).json()["bundles"]
+    return sum(b.get("active_sequences", 0) for b in bundles)
 
 
 def test_every_endpoint_over_http(server: str) -> None:
@@ -113,3 +116,47 @@ def test_server_sent_events_over_http(server: str) -> None:
     assert events[-1] == "[DONE]"
     deltas = [json.loads(e) for e in events[1:-2]]
     assert "".join(d["text"] for d in deltas) == plain and len(deltas) == 15
+
+
+def test_a_client_that_disconnects_mid_stream_stops_its_generation(server: str) -> None:
+    body = {"prefix": "a", "max_new_tokens": 2000, "temperature": 0, "stream": True, "n": 3}
+    with httpx.stream("POST", f"{server}/v1/generate", json=body, timeout=60) as r:
+        for i, _ in enumerate(r.iter_lines()):
+            if i == 6:
+                assert active_sequences(server) == 3
+                break  # leaving the block closes the connection
+    deadline = time.monotonic() + 10
+    while active_sequences(server):
+        assert time.monotonic() < deadline, "generation went on after the client left"
+        time.sleep(0.05)
+
+
+def test_sigterm_lets_in_flight_requests_finish(checkpoint_dir: Path) -> None:
+    process, url = start_server(checkpoint_dir)
+    events: list[str] = []
+    started = threading.Event()
+
+    def stream() -> None:
+        body = {"prefix": "the ", "max_new_tokens": 300, "temperature": 0, "stream": True}
+        with httpx.stream("POST", f"{url}/v1/generate", json=body, timeout=60) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    events.append(line[6:])
+                    started.set()
+
+    worker = threading.Thread(target=stream)
+    worker.start()
+    try:
+        assert started.wait(30)
+        process.send_signal(signal.SIGTERM)
+        worker.join(60)
+        assert events[-1] == "[DONE]"  # the in-flight stream ran to its end
+        deltas = [json.loads(e) for e in events[1:-2]]
+        assert sum(1 for d in deltas if d["text"]) == 300
+        with pytest.raises(httpx.TransportError):  # no new connections once draining
+            httpx.get(f"{url}/health", timeout=2)
+        # uvicorn re-raises the signal after its graceful shutdown: exit by SIGTERM is clean.
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        if process.poll() is None:
+            process.kill()

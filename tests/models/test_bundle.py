@@ -1,4 +1,5 @@
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,48 @@ def test_not_a_directory(tmp_path: Path) -> None:
 def test_bad_names_are_refused(tmp_path: Path, char_tokenizer: Tokenizer) -> None:
     with pytest.raises(BundleError, match="name must match"):
         save_bundle(tmp_path / "Bad Name", tiny_lm("gru"), char_tokenizer)
+
+
+SAVER = """
+import sys, torch
+from pathlib import Path
+from models.bundle import save_bundle
+from models.rnn import LMConfig, build_model
+from models.text import Tokenizer, Vocab
+tok = Tokenizer(Vocab.build(list("abcdefghijklmnopqrstuvwxyz ")))
+models = []
+for seed in (1, 2):
+    torch.manual_seed(seed)
+    models.append(build_model(LMConfig("lstm", 28, 256, 2)))
+print("ready", flush=True)
+i = 0
+while True:
+    save_bundle(Path(sys.argv[1]), models[i % 2], tok, metrics={"seed": 1 + i % 2})
+    i += 1
+"""
+
+
+def test_kill_9_at_any_moment_of_a_save_leaves_a_loadable_bundle(tmp_path: Path) -> None:
+    import random
+    import subprocess
+    import sys
+
+    path = tmp_path / "target"
+    seen = set()
+    rng = random.Random(0)
+    for _ in range(5):
+        saver = subprocess.Popen(
+            [sys.executable, "-c", SAVER, str(path)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        assert saver.stdout is not None and saver.stdout.readline() == "ready\n"
+        time.sleep(rng.uniform(0.05, 0.6))
+        saver.kill()  # SIGKILL: no cleanup of any kind
+        saver.wait()
+        if not path.exists():
+            continue  # killed before the very first save completed
+        bundle = load_bundle(path)  # never half-written
+        seen.add(bundle.metrics["seed"])
+    assert seen, "no save ever completed"
