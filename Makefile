@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export RNNLM_DATA_DIR ?= $(DATA_DIR)
 
-.PHONY: install test test-all lint fmt models serve clean
+.PHONY: install test test-all lint fmt models serve bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,3 +54,12 @@ models: install
 		--num-hiddens 512 --optimizer sgd --lr 1 --clip 1 --batch-size 32 --num-steps 35 \
 		--epochs 100 --seed 0 --device cpu
 	$(PY) -m training sine --out checkpoints/sine-mlp --seed 0
+
+# On-demand benchmarks (docs/benchmarks.md); each prints JSON lines.
+bench: install
+	$(PY) -m bench.generation
+	$(PY) -m bench.concurrency
+	$(PY) -m bench.perplexity
+	$(PY) -m bench.ngrams --large 100
+	$(PY) -m bench.training
+	$(PY) -m bench.startup

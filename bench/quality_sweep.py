@@ -3,7 +3,7 @@
 Each configuration trains with `training.loop.train` on the book's corpus and the default
 split (last 10% held out); the table reports the best validation perplexity reached.
 
-    python bench/quality_sweep.py --grid bench/grids/char_lm.json --jobs 8 --device cuda \
+    python -m bench.quality_sweep --grid bench/grids/char_lm.json --jobs 8 --device cuda \
         --out runs/sweep
 
 The grid is a JSON list of objects of TrainConfig fields (besides `out`); a key "name"

@@ -1,0 +1,76 @@
+"""Concurrent generation through HTTP: continuous batching against one-at-a-time.
+
+64 clients each ask for 200 tokens (sampled, distinct seeds) at once; the baseline sends
+the same 64 requests one after another. Reports aggregate tokens/s of both, their ratio,
+and the p50/p99 latency of the concurrent requests against one request alone.
+
+    python -m bench.concurrency [--clients 64] [--tokens 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+
+import httpx
+
+from bench._util import live_server, machine
+
+
+def body(i: int, tokens: int) -> dict[str, object]:
+    return {"prefix": "the time traveller ", "max_new_tokens": tokens, "seed": i, "top_k": 10}
+
+
+async def one(client: httpx.AsyncClient, i: int, tokens: int) -> tuple[float, str]:
+    started = time.perf_counter()
+    r = await client.post("/v1/generate", json=body(i, tokens))
+    r.raise_for_status()
+    return time.perf_counter() - started, r.json()["choices"][0]["text"]
+
+
+async def measure(url: str, clients: int, tokens: int) -> dict[str, object]:
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as c:
+        await one(c, 0, tokens)  # warm-up
+        alone = min([(await one(c, 0, tokens))[0] for _ in range(3)])
+        started = time.perf_counter()
+        sequential = [await one(c, i, tokens) for i in range(clients)]
+        sequential_s = time.perf_counter() - started
+        started = time.perf_counter()
+        concurrent = await asyncio.gather(*(one(c, i, tokens) for i in range(clients)))
+        concurrent_s = time.perf_counter() - started
+    latencies = sorted(t for t, _ in concurrent)
+    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
+    same = [a[1] for a in sequential] == [b[1] for b in concurrent]
+    total = clients * tokens
+    return {
+        "clients": clients,
+        "tokens_each": tokens,
+        "same_texts_alone_and_batched": same,
+        "sequential_tokens_per_s": total / sequential_s,
+        "concurrent_tokens_per_s": total / concurrent_s,
+        "throughput_ratio": sequential_s / concurrent_s,
+        "one_request_alone_s": alone,
+        "concurrent_p50_s": statistics.median(latencies),
+        "concurrent_p99_s": p99,
+        "p99_over_alone": p99 / alone,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=64, help="concurrent requests")
+    parser.add_argument("--tokens", type=int, default=200, help="tokens per request")
+    parser.add_argument("--model", default=None, help="RNNLM_DEFAULT_MODEL for the server")
+    args = parser.parse_args()
+    print(json.dumps({"machine": machine()}))
+    env = {"RNNLM_DEFAULT_MODEL": args.model} if args.model else {}
+    with live_server(env) as (url, _):
+        print(json.dumps(asyncio.run(measure(url, args.clients, args.tokens))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Single-stream greedy generation: the book's `predict` loop against rnnlm's decoder.
+
+The baseline is d2l's `predict_ch8` style on the same module: feed one char at a time
+through `forward`, build the input tensor every step, read the argmax with `int()`. It
+runs twice: with torch's default settings (as the book's code would) and with oneDNN
+off, which removes a per-call set-up cost torch pays for nn.LSTM on the CPU, so the
+ratio shows what the decoder itself gains.
+
+    python -m bench.generation [--bundles checkpoints/char-lstm ...] [--tokens 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from bench._util import ROOT, best_of, machine
+from models.bundle import load_bundle
+from models.generate import SamplingParams, generate
+from models.rnn import LanguageModel, LMConfig, build_model
+from models.text import Tokenizer, Vocab
+
+PREFIX = "time traveller "
+
+
+def book_predict(model: LanguageModel, prefix_ids: list[int], num_preds: int) -> list[int]:
+    """d2l §9.5's predict: one char per forward call, a new tensor and an int() each step."""
+    device = next(model.parameters()).device
+    state = model.begin_state(batch_size=1, device=device)
+    outputs = [prefix_ids[0]]
+
+    def get_input() -> torch.Tensor:
+        return torch.tensor([outputs[-1]], device=device).reshape((1, 1))
+
+    for y in prefix_ids[1:]:  # warm-up
+        _, state = model(get_input(), state)
+        outputs.append(y)
+    for _ in range(num_preds):
+        y, state = model(get_input(), state)
+        outputs.append(int(y.argmax(dim=-1).reshape(1)))
+    return outputs[len(prefix_ids) :]
+
+
+def book_gru(device: str) -> tuple[LanguageModel, Tokenizer]:
+    """The book's concise GRU (one-hot input, 256 hidden), untrained: speed needs no training."""
+    tokenizer = Tokenizer(Vocab.build(list("abcdefghijklmnopqrstuvwxyz ")))
+    torch.manual_seed(0)
+    return build_model(LMConfig("gru", len(tokenizer.vocab), 256)).to(device).eval(), tokenizer
+
+
+def run(name: str, model: LanguageModel, tokenizer: Tokenizer, tokens: int) -> dict[str, object]:
+    ids = tokenizer.encode(PREFIX).ids
+    params = [SamplingParams(temperature=0, max_new_tokens=tokens)]
+
+    def ours() -> str:
+        return generate(model, ids, params, tokenizer.piece)[0].text
+
+    def book() -> list[int]:
+        with torch.no_grad():
+            return book_predict(model, ids, tokens)
+
+    same = "".join(tokenizer.piece(i) for i in book()) == ours()
+    ours_s = best_of(ours)
+    book_s = best_of(book)
+    with torch.backends.mkldnn.flags(enabled=False):
+        book_plain_s = best_of(book)
+    return {
+        "model": name,
+        "arch": model.config.arch,
+        "tokens": tokens,
+        "same_text": same,
+        "book_chars_per_s": tokens / book_s,
+        "book_no_onednn_chars_per_s": tokens / book_plain_s,
+        "rnnlm_chars_per_s": tokens / ours_s,
+        "speedup_vs_book": book_s / ours_s,
+        "speedup_vs_book_no_onednn": book_plain_s / ours_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--bundles",
+        nargs="+",
+        type=Path,
+        default=[ROOT / "checkpoints" / "char-lstm", ROOT / "checkpoints" / "char-rnn-scratch"],
+        help="LM bundles to measure",
+    )
+    parser.add_argument("--tokens", type=int, default=500, help="characters to generate")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    args = parser.parse_args()
+    print(json.dumps({"machine": machine()}))
+    for path in args.bundles:
+        bundle = load_bundle(path, args.device)
+        assert bundle.tokenizer is not None and isinstance(bundle.model, LanguageModel)
+        print(json.dumps(run(path.name, bundle.model, bundle.tokenizer, args.tokens)))
+    print(json.dumps(run("book-gru-256 (untrained)", *book_gru(args.device), args.tokens)))
+
+
+if __name__ == "__main__":
+    main()
