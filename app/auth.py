@@ -1,7 +1,7 @@
 """Optional bearer-key protection of the /v1 routes (RNNLM_API_KEY).
 
-Declared as a router dependency through HTTPBearer, so the OpenAPI schema carries the
-scheme and Swagger UI's "Authorize" button sends the key. /health, /ready and /metrics
+Declared as a router dependency through HTTPBearer (only when a key is set), so the
+OpenAPI schema carries the scheme and Swagger UI's "Authorize" button sends the key. /health, /ready and /metrics
 stay open for probes and scrapers.
 """
 
@@ -22,8 +22,6 @@ async def require_api_key(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> None:
     key = request.app.state.settings.api_key
-    if key is None:
-        return
     given = credentials.credentials.encode() if credentials else b""
     # Constant time: the comparison must not reveal how much of the key was right.
     if not hmac.compare_digest(given, key.get_secret_value().encode()):

@@ -151,8 +151,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     errors.register(app)
     app.include_router(health.router)
+    # Only a keyed service documents (and asks for) the bearer scheme.
+    guard = [Depends(require_api_key)] if settings.api_key is not None else []
     for module in (models, generate, perplexity, ngrams, forecast):
-        app.include_router(module.router, dependencies=[Depends(require_api_key)])
+        app.include_router(module.router, dependencies=guard)
     _docs(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
