@@ -1,8 +1,8 @@
 """Optional bearer-key protection of the /v1 routes (RNNLM_API_KEY).
 
 Declared as a router dependency through HTTPBearer (only when a key is set), so the
-OpenAPI schema carries the scheme and Swagger UI's "Authorize" button sends the key. /health, /ready and /metrics
-stay open for probes and scrapers.
+OpenAPI schema carries the scheme and Swagger UI's "Authorize" button sends the key.
+/health, /ready and /metrics stay open for probes and scrapers.
 """
 
 from __future__ import annotations

@@ -31,9 +31,20 @@ from app.corpora import CorpusCounts
 from app.deps import Services
 from app.forecasts import Forecasts
 from app.jobs import JobRunner
+from app.metrics import Metrics
 from app.middleware import BodyLimit, RequestLog
 from app.registry import Registry, resolve_device
-from app.routes import forecast, generate, health, models, ngrams, perplexity
+from app.routes import (
+    completions,
+    forecast,
+    generate,
+    health,
+    metrics,
+    models,
+    ngrams,
+    perplexity,
+    tokenize,
+)
 from app.scheduler import Scheduler
 from app.settings import Settings, get_settings
 
@@ -41,7 +52,9 @@ log = logging.getLogger("app")
 
 DESCRIPTION = """Character- and word-level recurrent language models from *Dive into Deep
 Learning* chapters 8-9, served: generation (greedy and sampled, streamed or not),
-perplexity, n-gram statistics with Zipf plots, and the noisy-sine forecasting experiment.
+perplexity, n-gram statistics with Zipf plots, and the noisy-sine forecasting experiment;
+OpenAI-compatible completions (`/v1/completions`, for the `openai` SDK and evaluation
+harnesses), tokenization, and Prometheus metrics at `/metrics`.
 Every field below documents its range; errors come as `{"error": {...}}`."""
 
 
@@ -52,7 +65,12 @@ async def _load(services: Services) -> None:
     for name, bundle in registry.language_models().items():
         assert bundle.tokenizer is not None
         scheduler = Scheduler(
-            name, bundle.model, bundle.tokenizer, settings.max_batch_size, settings.max_queue
+            name,
+            bundle.model,
+            bundle.tokenizer,
+            settings.max_batch_size,
+            settings.max_queue,
+            services.metrics.time_to_first_token.labels(name).observe,
         )
         scheduler.start()
         services.schedulers[name] = scheduler
@@ -96,6 +114,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry=Registry(settings.checkpoint_dir, device),
         jobs=JobRunner(settings.max_concurrent_scoring),
         corpora=CorpusCounts(settings),
+        metrics=app.state.metrics,
     )
     app.state.services = services
     _drain_on_signals(services)
@@ -149,11 +168,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.metrics = Metrics(lambda: getattr(app.state, "services", None))
     errors.register(app)
-    app.include_router(health.router)
+    for module in (health, metrics):
+        app.include_router(module.router)
     # Only a keyed service documents (and asks for) the bearer scheme.
     guard = [Depends(require_api_key)] if settings.api_key is not None else []
-    for module in (models, generate, perplexity, ngrams, forecast):
+    for module in (models, generate, completions, tokenize, perplexity, ngrams, forecast):
         app.include_router(module.router, dependencies=guard)
     _docs(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -164,5 +185,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["*"],
             allow_headers=["*"],
         )
-    app.add_middleware(RequestLog)
+    app.add_middleware(RequestLog, metrics=app.state.metrics)
     return app

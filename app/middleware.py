@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids and one log line per request; the request body size cap."""
+"""ASGI middleware: request ids, one log line and the HTTP metrics per request; the body cap."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import json_error_bytes
+from app.metrics import Metrics
 
 log = logging.getLogger("app.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -17,10 +18,15 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 class RequestLog:
     """Gives each request an id (X-Request-ID, kept if the client sent a sane one) and logs
-    method, path, status and time when the response ends."""
+    method, path, status and time when the response ends.
 
-    def __init__(self, app: ASGIApp) -> None:
+    The metrics are labelled by route template (`/v1/models/{model_id}`), never the raw
+    path, so a scanner's random URLs cannot grow the series without bound.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -42,13 +48,13 @@ class RequestLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"]
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.latency.labels(method, route).observe(seconds)
             log.info(
-                "%s %s %d %.1fms id=%s",
-                scope["method"],
-                scope["path"],
-                status,
-                (time.perf_counter() - started) * 1e3,
-                request_id,
+                "%s %s %d %.1fms id=%s", method, scope["path"], status, seconds * 1e3, request_id
             )
 
 

@@ -13,14 +13,14 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
 
 from app.errors import Overloaded, Timeout
-from models.generate import DecodeBatch, SamplingParams, StopTracker
+from models.generate import DecodeBatch, SamplingParams, StopTracker, TokenLogprob
 from models.text import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -28,12 +28,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Delta:
-    """New text for one sequence of a request; `finish_reason` set on its last delta."""
+    """New text for one sequence of a request; `finish_reason` set on its last delta.
+
+    `logprobs` holds the step's token when its params asked for them. It may come with
+    empty text: text that could still turn into a stop string is held back, its tokens not.
+    """
 
     index: int
     text: str
     tokens: int
     finish_reason: str | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass(eq=False)  # identity semantics: requests key the per-step output
@@ -66,8 +71,11 @@ class Scheduler:
         tokenizer: Tokenizer,
         max_batch: int,
         max_queue: int,
+        on_first_token: Callable[[float], None] | None = None,
     ) -> None:
+        """`on_first_token(seconds)` hears each request's time from submit to first token."""
         self.name = name
+        self.on_first_token = on_first_token
         self.tokenizer = tokenizer
         self.max_batch, self.max_queue = max_batch, max_queue
         self.batch = DecodeBatch(model)  # type: ignore[arg-type]
@@ -78,6 +86,7 @@ class Scheduler:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"decode-{name}")
         self._task: asyncio.Task[None] | None = None
         self.steps = 0
+        self.tokens_generated = 0
 
     @property
     def active(self) -> int:
@@ -118,6 +127,20 @@ class Scheduler:
             self._wake.set()
         return request
 
+    def submit_all(
+        self, prefixes: Sequence[list[int]], params: Sequence[SamplingParams]
+    ) -> list[Request]:
+        """One request per prefix, each with `params`: all queued, or none (503)."""
+        requests: list[Request] = []
+        try:
+            for prefix_ids in prefixes:
+                requests.append(self.submit(prefix_ids, params))
+        except Overloaded:
+            for request in requests:
+                request.cancel()
+            raise
+        return requests
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -136,6 +159,10 @@ class Scheduler:
                 continue
             for request, deltas in out.items():
                 request.queue.put_nowait(deltas)
+            if self.on_first_token is not None:
+                now = time.perf_counter()
+                for request in admitted:
+                    self.on_first_token(now - request.submitted)
 
     def _admit(self) -> list[Request]:
         admitted = []
@@ -164,7 +191,8 @@ class Scheduler:
                 self.rows.append(_Row(request, i, StopTracker(p.stop, p.max_new_tokens)))
         if not self.rows:
             return {}
-        tokens = self.batch.next_tokens()
+        step = self.batch.sample()
+        tokens = step.tokens
         out: dict[Request, list[Delta]] = {}
         keep = []
         piece = self.tokenizer.piece
@@ -173,13 +201,15 @@ class Scheduler:
                 continue
             text = row.tracker.push(piece(token))
             finish = row.tracker.finish_reason
-            if text or finish:
+            logprobs = [step.logprobs[r]] if r in step.logprobs else []
+            if text or finish or logprobs:
                 out.setdefault(row.request, []).append(
-                    Delta(row.index, text, row.tracker.tokens, finish)
+                    Delta(row.index, text, row.tracker.tokens, finish, logprobs)
                 )
             if finish is None:
                 keep.append(r)
         self.steps += 1
+        self.tokens_generated += len(self.rows)
         if len(keep) < len(self.rows):
             index = torch.tensor(keep, dtype=torch.long, device=self.batch.device)
             self.batch.keep(index)
@@ -213,11 +243,53 @@ async def stream_deltas(request: Request, timeout: float) -> AsyncIterator[list[
             request.cancel()
 
 
+async def stream_merged(
+    requests: Sequence[Request], timeout: float
+) -> AsyncIterator[tuple[int, list[Delta]]]:
+    """Several requests' deltas, interleaved as steps produce them: (request position, deltas).
+
+    An error in any of them (a Timeout) ends the whole stream; leaving early, or an error,
+    cancels every request still decoding.
+    """
+    queue: asyncio.Queue[tuple[int, list[Delta] | None] | Exception] = asyncio.Queue()
+
+    async def pump(i: int, request: Request) -> None:
+        try:
+            async for deltas in stream_deltas(request, timeout):
+                queue.put_nowait((i, deltas))
+            queue.put_nowait((i, None))
+        except Exception as exc:  # handed to the consumer, which raises it
+            queue.put_nowait(exc)
+
+    tasks = [asyncio.create_task(pump(i, r)) for i, r in enumerate(requests)]
+    try:
+        running = len(tasks)
+        while running:
+            item = await queue.get()
+            if isinstance(item, Exception):
+                raise item
+            i, deltas = item
+            if deltas is None:
+                running -= 1
+            else:
+                yield i, deltas
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
 @dataclass
 class Completion:
     text: str = ""
     tokens: int = 0
     finish_reason: str | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+
+    def add(self, delta: Delta) -> None:
+        self.text += delta.text
+        self.tokens = max(self.tokens, delta.tokens)
+        self.finish_reason = delta.finish_reason or self.finish_reason
+        self.logprobs += delta.logprobs
 
 
 async def collect(request: Request, timeout: float) -> list[Completion]:
@@ -225,8 +297,14 @@ async def collect(request: Request, timeout: float) -> list[Completion]:
     out = [Completion() for _ in request.params]
     async for deltas in stream_deltas(request, timeout):
         for d in deltas:
-            c = out[d.index]
-            c.text += d.text
-            c.tokens = max(c.tokens, d.tokens)
-            c.finish_reason = d.finish_reason or c.finish_reason
+            out[d.index].add(d)
+    return out
+
+
+async def collect_all(requests: Sequence[Request], timeout: float) -> list[list[Completion]]:
+    """`collect` for several requests at once, under one shared time limit."""
+    out = [[Completion() for _ in r.params] for r in requests]
+    async for i, deltas in stream_merged(requests, timeout):
+        for d in deltas:
+            out[i][d.index].add(d)
     return out

@@ -51,8 +51,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def live_server(env: dict[str, str] | None = None) -> Iterator[tuple[str, float]]:
-    """uvicorn on the committed bundles; yields (url, seconds from spawn to /ready 200)."""
+def live_server(env: dict[str, str] | None = None) -> Iterator[tuple[str, float, int]]:
+    """uvicorn on the committed bundles; yields (url, seconds from spawn to /ready, pid)."""
     port = free_port()
     full_env = {**os.environ, "RNNLM_DATA_DIR": str(DATA_DIR), "RNNLM_LOG_LEVEL": "warning"}
     full_env |= env or {}
@@ -81,7 +81,7 @@ def live_server(env: dict[str, str] | None = None) -> Iterator[tuple[str, float]
                 if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
                     break
             time.sleep(0.02)
-        yield url, time.perf_counter() - started
+        yield url, time.perf_counter() - started, process.pid
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -68,7 +68,7 @@ def main() -> None:
     args = parser.parse_args()
     print(json.dumps({"machine": machine()}))
     env = {"RNNLM_DEFAULT_MODEL": args.model} if args.model else {}
-    with live_server(env) as (url, _):
+    with live_server(env) as (url, _, _pid):
         print(json.dumps(asyncio.run(measure(url, args.clients, args.tokens))))
 
 

@@ -45,7 +45,7 @@ def main() -> None:
     assert bundle.tokenizer is not None and isinstance(bundle.model, LanguageModel)
     ids = bundle.tokenizer.encode(text).ids
     server = live_server({"RNNLM_DEFAULT_MODEL": args.model})
-    with server as (url, _), httpx.Client(base_url=url, timeout=600) as c:
+    with server as (url, _, _pid), httpx.Client(base_url=url, timeout=600) as c:
         c.post("/v1/perplexity", json={"text": text[:2000]}).raise_for_status()  # warm-up
         timings = []
         for _ in range(3):

@@ -1,6 +1,6 @@
 """Service start-up: seconds from spawning uvicorn to /ready answering 200, default bundles.
 
-    python -m bench.startup [--runs 3]
+python -m bench.startup [--runs 3]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def main() -> None:
     print(json.dumps({"machine": machine()}))
     times = []
     for _ in range(args.runs):
-        with live_server() as (_, seconds):
+        with live_server() as (_, seconds, _pid):
             times.append(seconds)
     print(json.dumps({"seconds_to_ready": times, "best": min(times), "worst": max(times)}))
 

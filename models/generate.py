@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from models.rnn import LanguageModel, State
+from models.score import logprobs_and_top
 
 _MASK64 = (1 << 64) - 1
 
@@ -55,6 +56,7 @@ class SamplingParams:
     seed: int = 0
     max_new_tokens: int = 100
     stop: tuple[str, ...] = ()
+    logprobs: int | None = None  # report each token's logprob and this many alternatives
 
     def __post_init__(self) -> None:
         if not self.temperature >= 0.0 or self.temperature != self.temperature:
@@ -67,6 +69,8 @@ class SamplingParams:
             raise ValueError("max_new_tokens must be >= 0")
         if any(not s for s in self.stop):
             raise ValueError("stop strings must be non-empty")
+        if self.logprobs is not None and self.logprobs < 0:
+            raise ValueError("logprobs must be >= 0")
 
 
 def sample_next(
@@ -94,8 +98,31 @@ def sample_next(
     return torch.where(temperature == 0, greedy, sampled)
 
 
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A sampled token's log-probability and the likeliest tokens at its place.
+
+    Log-probabilities are the model's own (log-softmax of its logits, before temperature,
+    top-k/top-p and the ban on `<unk>`), as `score_ids` reports them for a given text.
+    """
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()  # (id, logprob), best first
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step's tokens (B,) and, by row, the log-probabilities of the rows that asked."""
+
+    tokens: Tensor
+    logprobs: dict[int, TokenLogprob]
+
+
 class DecodeBatch:
     """The active sequences of one model, advanced together one token per step."""
+
+    COLUMNS = ("logits", "temperature", "top_k", "top_p", "seeds", "counters", "logprobs")
 
     def __init__(self, model: LanguageModel, banned_ids: Sequence[int] = (0,)) -> None:
         self.model = model
@@ -108,7 +135,9 @@ class DecodeBatch:
         self.top_p = torch.empty(0, dtype=torch.float64, device=self.device)
         self.seeds = torch.empty(0, dtype=torch.long, device=self.device)
         self.counters = torch.empty(0, dtype=torch.long, device=self.device)
+        self.logprobs = torch.empty(0, dtype=torch.long, device=self.device)  # -1: not asked
         self.all_greedy = True  # then sampling is a plain argmax
+        self.any_logprobs = False  # then no row's logits are kept for log-probabilities
 
     def __len__(self) -> int:
         return self.logits.shape[0]
@@ -142,18 +171,49 @@ class DecodeBatch:
         self.counters = torch.cat(
             [self.counters, torch.zeros(n, dtype=torch.long, device=self.device)]
         )
+        asked = [-1 if p.logprobs is None else p.logprobs for p in params]
+        self.logprobs = torch.cat([self.logprobs, column(asked, torch.long)])
         self.all_greedy = self.all_greedy and all(p.temperature == 0 for p in params)
+        self.any_logprobs = self.any_logprobs or any(p.logprobs is not None for p in params)
 
-    @torch.inference_mode()
     def next_tokens(self) -> Tensor:
         """Sample every row's next token from its current logits -> (B,)."""
+        return self.sample().tokens
+
+    @torch.inference_mode()
+    def sample(self) -> Step:
+        """Sample every row's next token; rows whose params ask also get its logprobs.
+
+        The log-probabilities come from the same logits, in one log-softmax and top-k over
+        just the asking rows (k = the largest any of them asked for, each row's list cut
+        to its own k afterwards), so rows that do not ask cost nothing. Those rows' logits
+        are copied before `<unk>` is banned in place: logprobs are the model's own.
+        """
+        if self.any_logprobs:
+            asking = (self.logprobs >= 0).nonzero().squeeze(1)  # (R,)
+            raw = self.logits.index_select(0, asking)  # (R, V), a copy
         self.logits.index_fill_(1, self.banned, float("-inf"))
         self.counters += 1
         if self.all_greedy:
-            return self.logits.argmax(dim=1)
-        return sample_next(
-            self.logits, self.temperature, self.top_k, self.top_p, self.seeds, self.counters - 1
-        )
+            tokens = self.logits.argmax(dim=1)
+        else:
+            tokens = sample_next(
+                self.logits, self.temperature, self.top_k, self.top_p, self.seeds, self.counters - 1
+            )
+        if not self.any_logprobs:
+            return Step(tokens, {})
+        ks = self.logprobs.index_select(0, asking)  # (R,)
+        picked = tokens.index_select(0, asking)  # (R,)
+        chosen, top, ids = logprobs_and_top(raw, picked, int(ks.max()))  # (R,), (R, K), (R, K)
+        columns = (asking, picked, ks, chosen, ids, top)
+        out = {}
+        for row, token, k, logprob, row_ids, row_top in zip(
+            *(c.tolist() for c in columns), strict=True
+        ):
+            out[row] = TokenLogprob(
+                token, logprob, tuple(zip(row_ids[:k], row_top[:k], strict=True))
+            )
+        return Step(tokens, out)
 
     @torch.inference_mode()
     def feed(self, tokens: Tensor) -> None:
@@ -166,10 +226,12 @@ class DecodeBatch:
         """Drop every row not listed in `rows` (a LongTensor of row indices, in order)."""
         if self.state is not None:
             self.state = tuple(s.index_select(1, rows) for s in self.state)
-        for name in ("logits", "temperature", "top_k", "top_p", "seeds", "counters"):
+        for name in self.COLUMNS:
             setattr(self, name, getattr(self, name).index_select(0, rows))
         if not self.all_greedy:
             self.all_greedy = bool((self.temperature == 0).all())
+        if self.any_logprobs:
+            self.any_logprobs = bool((self.logprobs >= 0).any())
 
 
 class StopTracker:

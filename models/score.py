@@ -39,11 +39,28 @@ def token_nll(logits: Tensor, targets: Tensor) -> Tensor:
     )
 
 
+def logprobs_and_top(logits: Tensor, targets: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Log-probability of each target and the k likeliest tokens, from one log-softmax.
+
+    logits (N, V), targets (N,) -> chosen (N,), top log-probabilities (N, k), top ids (N, k),
+    best first. Scoring (echoed prompts) and decoding (generated tokens) both use it, so the
+    two report log-probabilities on one scale.
+    """
+    lp = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
+    chosen = lp.gather(1, targets.unsqueeze(1)).squeeze(1)  # (N,)
+    top, ids = lp.topk(min(k, lp.shape[1]), dim=1)  # (N, k) each
+    return chosen, top, ids
+
+
+TopLogprobs = list[tuple[tuple[int, float], ...]]  # per scored token: (id, logprob), best first
+
+
 @dataclass(frozen=True)
 class Score:
     nll: float  # summed over the scored tokens, nats
     count: int
     token_logprobs: list[float] | None = None
+    top_logprobs: TopLogprobs | None = None
 
     @property
     def cross_entropy(self) -> float:
@@ -79,6 +96,7 @@ def score_ids(
     segment_len: int = DEFAULT_SEGMENT_LEN,
     burn_in: int = DEFAULT_BURN_IN,
     return_logprobs: bool = False,
+    top_logprobs: int = 0,
     should_stop: Callable[[], bool] | None = None,
 ) -> Score:
     """Score `ids[first_scored:]`, each token given the ones before it.
@@ -87,14 +105,21 @@ def score_ids(
         ids: token ids of context and text together.
         first_scored: index of the first token to score (>= 1: the first token of a text
             without context has nothing to be predicted from).
+        top_logprobs: with return_logprobs, also the this-many likeliest tokens at each
+            scored position (what OpenAI's `logprobs` reports for an echoed prompt).
         should_stop: polled between passes; when it returns True, raises `Cancelled`.
     """
     if first_scored < 1:
         raise ValueError("first_scored must be >= 1")
+    if top_logprobs < 0:
+        raise ValueError("top_logprobs must be >= 0")
     was_training = model.training
     model.eval()
     try:
-        return _score(model, ids, first_scored, segment_len, burn_in, return_logprobs, should_stop)
+        top = top_logprobs if return_logprobs else 0
+        return _score(
+            model, ids, first_scored, segment_len, burn_in, return_logprobs, top, should_stop
+        )
     finally:
         model.train(was_training)
 
@@ -106,6 +131,7 @@ def _score(
     segment_len: int,
     burn_in: int,
     return_logprobs: bool,
+    top_k: int,
     should_stop: Callable[[], bool] | None,
 ) -> Score:
     device = next(model.parameters()).device
@@ -113,12 +139,14 @@ def _score(
     n_targets = seq.numel() - 1  # target j is seq[j + 1], predicted from seq[: j + 1]
     first = first_scored - 1
     if n_targets <= first:
-        return Score(0.0, 0, [] if return_logprobs else None)
+        return Score(0.0, 0, [] if return_logprobs else None, [] if top_k else None)
     windows = _windows(n_targets, first, segment_len, burn_in)
     width = max(stop - start for start, _, stop in windows)
     per_pass = max(1, MAX_TOKENS_PER_PASS // width)
     total = torch.zeros((), dtype=torch.float64, device=device)
     pieces: list[Tensor] = []
+    top_values: list[Tensor] = []
+    top_ids: list[Tensor] = []
     for g in range(0, len(windows), per_pass):
         if should_stop is not None and should_stop():
             raise Cancelled
@@ -135,6 +163,14 @@ def _score(
         total += nll[keep].double().sum()
         if return_logprobs:
             pieces.append(-nll[keep])
+        if top_k:
+            _, values, ids_k = logprobs_and_top(logits[keep], Y[keep], top_k)  # (N, k) each
+            top_values.append(values)
+            top_ids.append(ids_k)
     logprobs = torch.cat(pieces).tolist() if return_logprobs else None
+    top = None
+    if top_k:
+        ids_rows, value_rows = torch.cat(top_ids).tolist(), torch.cat(top_values).tolist()
+        top = [tuple(zip(i, v, strict=True)) for i, v in zip(ids_rows, value_rows, strict=True)]
     count = n_targets - first
-    return Score(float(total), count, logprobs)
+    return Score(float(total), count, logprobs, top)

@@ -27,6 +27,7 @@ _TO_LETTER_OR_SPACE = bytes(
     b + 32 if 65 <= b <= 90 else b if 97 <= b <= 122 else 32 for b in range(256)
 )
 _SPACES = re.compile(rb"  +")
+_WORD_WITH_SPACE = re.compile(r" *[^ ]+")
 
 
 def clean(text: str) -> str:
@@ -145,3 +146,18 @@ class Tokenizer:
         """The text one generated token appends to a completion."""
         token = self.vocab.idx_to_token[idx]
         return token if self.level == "char" else " " + token
+
+    def pieces(self, cleaned: str) -> list[str]:
+        """The text of each token of a cleaned text, the spaces before a word kept with it.
+
+        One piece per id of `encode`, and the pieces join back to the text (less trailing
+        spaces at word level), so a piece's offset in the text is the length of those
+        before it: what OpenAI's `logprobs.tokens` and `text_offset` show for a prompt.
+        """
+        if self.level == "char":
+            return list(cleaned)
+        return _WORD_WITH_SPACE.findall(cleaned)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of token ids, each in [0, vocabulary size); `<unk>` reads as "<unk>"."""
+        return detokenize(self.vocab.decode(ids), self.level)

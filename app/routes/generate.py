@@ -35,14 +35,13 @@ def sse(data: object) -> bytes:
     return f"data: {json.dumps(data)}\n\n".encode()
 
 
-@router.post(
-    "",
-    response_model=GenerateResponse,
-    responses={
-        200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE if stream"},
-        **responses(400, 401, 404, 413, 422, 503, 504),
-    },
-)
+STREAMING_RESPONSES = {
+    200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE if stream"},
+    **responses(400, 401, 404, 413, 422, 503, 504),
+}
+
+
+@router.post("", response_model=GenerateResponse, responses=STREAMING_RESPONSES)
 async def create_generation(body: GenerateRequest, services: ServicesDep) -> object:
     """Continue `prefix` with the model: greedy at temperature 0, sampled otherwise.
 

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
-
 from fastapi import APIRouter
 
 from app.deps import ServicesDep
-from app.errors import InvalidInput, Timeout, responses
+from app.errors import InvalidInput, responses
 from app.routes.generate import language_model
 from app.schemas.perplexity import PerplexityRequest, PerplexityResponse, TokenLogprob
-from models.score import score_ids
 
 router = APIRouter(prefix="/v1/perplexity", tags=["scoring"])
 
@@ -38,22 +34,7 @@ async def score_perplexity(body: PerplexityRequest, services: ServicesDep) -> Pe
             param="text",
             code="too_short",
         )
-    stop = threading.Event()
-    job = services.jobs.run(
-        lambda: score_ids(
-            bundle.model,  # type: ignore[arg-type]
-            ids,
-            first,
-            return_logprobs=body.return_tokens,
-            should_stop=stop.is_set,
-        )
-    )
-    limit = services.settings.request_timeout_s
-    try:
-        score = await asyncio.wait_for(job, timeout=limit)
-    except TimeoutError:
-        stop.set()  # the worker thread gives up at its next pass
-        raise Timeout(f"scoring ran past the {limit:g} s request limit", code="timeout") from None
+    score = await services.score(name, bundle, ids, first, return_logprobs=body.return_tokens)
     tokens = None
     if body.return_tokens:
         vocab = tokenizer.vocab

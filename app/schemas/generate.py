@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -59,17 +59,21 @@ class GenerateRequest(StrictRequest):
 
     def to_params(self, seed: int) -> list[SamplingParams]:
         """One SamplingParams per choice, as the engine takes them."""
-        return [
-            SamplingParams(
-                temperature=self.temperature,
-                top_k=self.top_k,
-                top_p=self.top_p,
-                seed=(seed + i) % (MAX_SEED + 1),
-                max_new_tokens=self.max_new_tokens,
-                stop=tuple(self.stop),
-            )
-            for i in range(self.n)
-        ]
+        return choice_params(
+            self.n,
+            seed,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            max_new_tokens=self.max_new_tokens,
+            stop=tuple(self.stop),
+        )
+
+
+def choice_params(n: int, seed: int, **common: Any) -> list[SamplingParams]:
+    """n SamplingParams alike but for the seed: choice i samples with seed + i, so a
+    request's first choice is the same text whatever its n."""
+    return [SamplingParams(seed=(seed + i) % (MAX_SEED + 1), **common) for i in range(n)]
 
 
 class Choice(StrictRequest):

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.registry import Registry
 from app.settings import Settings
 from models.forecast import SineConfig
 from tests.conftest import DATA_DIR, TINY_TEXT
@@ -67,6 +74,20 @@ def wait_ready(client: TestClient, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
+@pytest.fixture
+def slow_loading(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Apps created in the test stay loading (503 on /ready) until the event is set."""
+    gate = threading.Event()
+    real = Registry.load_all
+
+    def slow_load(self: Registry) -> None:
+        gate.wait(10)
+        real(self)
+
+    monkeypatch.setattr(Registry, "load_all", slow_load)
+    return gate
+
+
 @pytest.fixture(scope="module")
 def client(checkpoint_dir: Path) -> Iterator[TestClient]:
     with TestClient(create_app(make_settings(checkpoint_dir))) as c:
@@ -88,3 +109,59 @@ def assert_error(response, status: int, param: str | None = None, *words: str) -
     for word in words:
         assert word in error["message"], error
     return error
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(checkpoint_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """uvicorn serving the tiny bundles as a real process on a free port, once /ready is 200."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "RNNLM_CHECKPOINT_DIR": str(checkpoint_dir),
+        "RNNLM_DATA_DIR": str(DATA_DIR),
+        "RNNLM_ALLOW_DOWNLOAD": "false",
+        "RNNLM_LOG_LEVEL": "warning",
+    }
+    command = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--timeout-graceful-shutdown", "30"]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(process.stdout.read().decode() if process.stdout else "exited")
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("server did not become ready")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def server(checkpoint_dir: Path) -> Iterator[str]:
+    """The base URL of a live server shared by the end-to-end tests."""
+    process, url = start_server(checkpoint_dir)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def active_sequences(url: str) -> int:
+    bundles = httpx.get(f"{url}/ready", timeout=5).json()["bundles"]
+    return sum(b.get("active_sequences", 0) for b in bundles)

@@ -3,75 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.app.conftest import png_size
-from tests.conftest import DATA_DIR
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(checkpoint_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """uvicorn in a subprocess on a free port, returned once /ready says 200."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "RNNLM_CHECKPOINT_DIR": str(checkpoint_dir),
-        "RNNLM_DATA_DIR": str(DATA_DIR),
-        "RNNLM_ALLOW_DOWNLOAD": "false",
-        "RNNLM_LOG_LEVEL": "warning",
-    }
-    command = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--timeout-graceful-shutdown", "30"]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(process.stdout.read().decode() if process.stdout else "exited")
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError("server did not become ready")
-        time.sleep(0.1)
-
-
-@pytest.fixture(scope="module")
-def server(checkpoint_dir: Path) -> Iterator[str]:
-    process, url = start_server(checkpoint_dir)
-    try:
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def active_sequences(url: str) -> int:
-    bundles = httpx.get(f"{url}/ready", timeout=5).json()["bundles"]
-    return sum(b.get("active_sequences", 0) for b in bundles)
+from tests.app.conftest import active_sequences, png_size, start_server
 
 
 def test_every_endpoint_over_http(server: str) -> None:

@@ -1,9 +1,6 @@
-import threading
-
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.registry import Registry
 from tests.app.conftest import assert_error, make_settings, wait_ready
 
 
@@ -25,22 +22,14 @@ def test_health_and_ready_list_every_bundle(client: TestClient) -> None:
     assert body["status"] == "degraded" and body["default_model"] == "char-lstm"
 
 
-def test_ready_is_503_until_the_bundles_are_loaded(checkpoint_dir, monkeypatch) -> None:
-    gate = threading.Event()
-    real = Registry.load_all
-
-    def slow_load(self: Registry) -> None:
-        gate.wait(10)
-        real(self)
-
-    monkeypatch.setattr(Registry, "load_all", slow_load)
+def test_ready_is_503_until_the_bundles_are_loaded(checkpoint_dir, slow_loading) -> None:
     with TestClient(create_app(make_settings(checkpoint_dir))) as c:
         assert c.get("/health").status_code == 200
         assert c.get("/ready").status_code == 503
         early = c.post("/v1/generate", json={"prefix": "the "})
         assert_error(early, 503, None, "loading")
         assert "retry-after" in early.headers
-        gate.set()
+        slow_loading.set()
         wait_ready(c)
 
 

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from models.generate import (
     sample_next,
     uniform,
 )
+from models.score import score_ids
 from models.text import Tokenizer
 from tests.conftest import tiny_lm
 
@@ -141,6 +144,62 @@ def test_length_limit() -> None:
 
 
 def test_params_are_validated() -> None:
-    for bad in ({"temperature": -1}, {"top_p": 0.0}, {"top_k": -1}, {"stop": ("",)}):
+    for bad in (
+        {"temperature": -1},
+        {"top_p": 0.0},
+        {"top_k": -1},
+        {"stop": ("",)},
+        {"logprobs": -1},
+    ):
         with pytest.raises(ValueError):
             SamplingParams(**bad)  # type: ignore[arg-type]
+
+
+def test_logprobs_only_for_the_rows_that_ask(char_tokenizer: Tokenizer) -> None:
+    model = tiny_lm("gru", num_hiddens=32)
+    batch = DecodeBatch(model)
+    batch.add(char_tokenizer.encode("the ").ids, [SamplingParams(seed=1), SamplingParams(seed=2)])
+    batch.add(char_tokenizer.encode("time ").ids, [SamplingParams(seed=3, logprobs=0)])
+    batch.add(char_tokenizer.encode("a ").ids, [SamplingParams(temperature=0, logprobs=5)])
+    logits = batch.logits.clone()  # (4, V)
+    step = batch.sample()
+    assert sorted(step.logprobs) == [2, 3]
+    expected = torch.log_softmax(logits, dim=1)  # the model's own distribution
+    for row, k in ((2, 0), (3, 5)):
+        lp = step.logprobs[row]
+        assert lp.token == int(step.tokens[row])
+        assert lp.logprob == pytest.approx(float(expected[row, lp.token]), abs=1e-6)
+        top_values, top_ids = expected[row].topk(k)
+        assert [i for i, _ in lp.top] == top_ids.tolist()
+        assert [v for _, v in lp.top] == pytest.approx(top_values.tolist(), abs=1e-6)
+    greedy = step.logprobs[3]
+    assert greedy.top[0] == (greedy.token, greedy.logprob)  # argmax is the likeliest
+
+
+def test_asking_for_logprobs_does_not_change_the_text(char_tokenizer: Tokenizer) -> None:
+    model = tiny_lm("lstm", num_hiddens=24)
+    prefix = char_tokenizer.encode("time traveller ").ids
+    plain = [SamplingParams(seed=s, top_k=4, max_new_tokens=30) for s in range(6)]
+    asking = [replace(p, logprobs=s % 3 if s % 2 else None) for s, p in enumerate(plain)]
+    a = generate(model, prefix, plain, char_tokenizer.piece)
+    b = generate(model, prefix, asking, char_tokenizer.piece)
+    assert [t.text for t in a] == [t.text for t in b]
+
+
+def test_generated_logprobs_equal_scoring_the_text(char_tokenizer: Tokenizer) -> None:
+    model = tiny_lm("gru", num_hiddens=32)
+    prefix = char_tokenizer.encode("the time ").ids
+    batch = DecodeBatch(model)
+    batch.add(prefix, [SamplingParams(seed=9, logprobs=2), SamplingParams(seed=4)])
+    ids, logprobs = list(prefix), []
+    for step_no in range(25):
+        step = batch.sample()
+        ids.append(int(step.tokens[0]))
+        logprobs.append(step.logprobs[0].logprob)
+        tokens = step.tokens
+        if step_no == 5:  # the other row leaves; the asking row keeps asking
+            batch.keep(torch.tensor([0]))
+            tokens = tokens[:1]
+        batch.feed(tokens)
+    scored = score_ids(model, ids, len(prefix), return_logprobs=True)
+    assert logprobs == pytest.approx(scored.token_logprobs, abs=1e-5)

@@ -73,3 +73,22 @@ def test_token_nll_shape() -> None:
     logits = torch.randn(2, 3, 5)
     targets = torch.randint(0, 5, (2, 3))
     assert token_nll(logits, targets).shape == (2, 3)
+
+
+def test_top_logprobs_are_the_likeliest_tokens_at_each_place() -> None:
+    model = tiny_lm("lstm")
+    ids = torch.randint(0, 28, (60,)).tolist()
+    plain = score_ids(model, ids, 5, return_logprobs=True)
+    score = score_ids(model, ids, 5, return_logprobs=True, top_logprobs=3)
+    assert score.token_logprobs == plain.token_logprobs  # asking for more changes nothing
+    with torch.no_grad():
+        logits, _ = model(torch.tensor([ids]))
+    logp = torch.log_softmax(logits[0, 4:-1], dim=-1)  # (55, V): places predicting ids[5:]
+    assert score.top_logprobs is not None and len(score.top_logprobs) == score.count == 55
+    for place, top in zip(logp, score.top_logprobs, strict=True):
+        values, indices = place.topk(3)
+        assert [i for i, _ in top] == indices.tolist()
+        assert [v for _, v in top] == pytest.approx(values.tolist(), abs=1e-5)
+    assert score_ids(model, ids, top_logprobs=3).top_logprobs is None  # needs return_logprobs
+    with pytest.raises(ValueError):
+        score_ids(model, ids, return_logprobs=True, top_logprobs=-1)

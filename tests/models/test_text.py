@@ -1,5 +1,6 @@
 import re
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -73,3 +74,18 @@ def test_tokenizer_counts_unknown_tokens() -> None:
     assert encoded.cleaned == "the time traveller "
     assert encoded.unknown == 1 and encoded.ids[2] == 0
     assert tok.piece(encoded.ids[0]) == " the"
+
+
+@pytest.mark.parametrize("level", ["char", "word"])
+def test_pieces_are_one_per_token_and_join_back(level: str) -> None:
+    tok = Tokenizer(Vocab.build(tokenize("the time machine ab", level)), level=level)  # type: ignore[arg-type]
+    encoded = tok.encode("  The time-machine!  ")
+    pieces = tok.pieces(encoded.cleaned)
+    assert len(pieces) == len(encoded.ids)
+    assert "".join(pieces) == (encoded.cleaned if level == "char" else encoded.cleaned.rstrip())
+    assert tok.decode(encoded.ids) == (encoded.cleaned if level == "char" else "the time machine")
+
+
+def test_decode_words_and_unknown() -> None:
+    tok = Tokenizer(Vocab.build(["the", "time"]), level="word")
+    assert tok.decode([1, 2, 0]) == "the time <unk>"

@@ -1,0 +1,168 @@
+"""OpenAI's `text_completion` objects and stream chunks, built from the scheduler's output.
+
+Choices are indexed prompt-major (prompt p, choice i -> p * n + i), as OpenAI does. Token
+texts and offsets come from the tokenizer's pieces, so `text_offset` points into the
+choice's text, echoed prompt included. When a stop string ends a choice, its `logprobs`
+still list the tokens that spelled the stop string (the text, like OpenAI's, excludes it).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from itertools import accumulate
+from typing import cast
+
+from app.errors import APIError, error_body
+from app.routes.generate import sse
+from app.scheduler import Completion, Delta
+from app.schemas import Usage
+from app.schemas.completions import (
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    CompletionResponse,
+    FinishReason,
+)
+from models.generate import TokenLogprob
+from models.score import Score
+from models.text import Encoded, Tokenizer
+
+
+class CompletionFormat:
+    """Formats one request's completions; `prompt_scores` only when echo and logprobs."""
+
+    def __init__(
+        self,
+        model: str,
+        tokenizer: Tokenizer,
+        body: CompletionRequest,
+        prompts: Sequence[Encoded],
+        prompt_scores: Sequence[Score] | None,
+    ) -> None:
+        self.id = f"cmpl-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+        self.model, self.tokenizer, self.prompts = model, tokenizer, prompts
+        self.n, self.echo, self.logprobs = body.n, body.echo, body.logprobs is not None
+        self.prompt_logprobs = (
+            None
+            if prompt_scores is None
+            else [self._prompt_logprobs(e, s) for e, s in zip(prompts, prompt_scores, strict=True)]
+        )
+
+    def _prompt_logprobs(self, prompt: Encoded, score: Score) -> CompletionLogprobs:
+        pieces = self.tokenizer.pieces(prompt.cleaned)
+        piece = self.tokenizer.piece
+        top = score.top_logprobs or [()] * score.count
+        tops: list[dict[str, float] | None] = [None]
+        for token, logprob, alternatives in zip(
+            pieces[1:], score.token_logprobs or [], top, strict=True
+        ):
+            tops.append({piece(i): v for i, v in alternatives} | {token: logprob})
+        return CompletionLogprobs(
+            tokens=pieces,
+            token_logprobs=[None, *(score.token_logprobs or [])],
+            top_logprobs=tops,
+            text_offset=[0, *accumulate(len(p) for p in pieces[:-1])],
+        )
+
+    def _logprobs(self, tokens: Sequence[TokenLogprob], offset: int) -> CompletionLogprobs:
+        """Generated tokens' logprobs, the first starting at `offset` in the choice's text."""
+        piece = self.tokenizer.piece
+        texts = [piece(t.token) for t in tokens]
+        return CompletionLogprobs(
+            tokens=texts,
+            token_logprobs=[t.logprob for t in tokens],
+            top_logprobs=[
+                {piece(i): v for i, v in t.top} | {text: t.logprob}
+                for t, text in zip(tokens, texts, strict=True)
+            ],
+            text_offset=[offset + o for o in accumulate((len(x) for x in texts), initial=0)][:-1],
+        )
+
+    def _head(self, p: int) -> tuple[str, CompletionLogprobs | None]:
+        """What a choice of prompt p starts with: the echoed prompt and its logprobs."""
+        if not self.echo:
+            return "", None
+        return self.prompts[p].cleaned, self.prompt_logprobs[p] if self.prompt_logprobs else None
+
+    def _usage(self, completion_tokens: int) -> Usage:
+        prompt_tokens = sum(len(e.ids) for e in self.prompts)
+        return Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
+
+    def _response(self, choices: list[CompletionChoice], usage: Usage | None) -> CompletionResponse:
+        return CompletionResponse(
+            id=self.id, created=self.created, model=self.model, choices=choices, usage=usage
+        )
+
+    def response(self, completions: Sequence[Sequence[Completion]]) -> CompletionResponse:
+        """The whole answer: completions[p][i] is choice i of prompt p."""
+        choices = []
+        for p, per_prompt in enumerate(completions):
+            head, head_logprobs = self._head(p)
+            for i, c in enumerate(per_prompt):
+                logprobs = None
+                if self.logprobs:
+                    logprobs = self._logprobs(c.logprobs, len(head))
+                    if head_logprobs is not None:
+                        logprobs = _join(head_logprobs, logprobs)
+                choices.append(
+                    CompletionChoice(
+                        index=p * self.n + i,
+                        text=head + c.text,
+                        logprobs=logprobs,
+                        finish_reason=cast(FinishReason, c.finish_reason or "length"),
+                    )
+                )
+        return self._response(choices, self._usage(sum(c.tokens for cs in completions for c in cs)))
+
+    def _chunk(
+        self, index: int, text: str, logprobs: CompletionLogprobs | None, finish: str | None
+    ) -> bytes:
+        choice = CompletionChoice(
+            index=index, text=text, logprobs=logprobs, finish_reason=cast(FinishReason, finish)
+        )
+        return sse(self._response([choice], None).model_dump())
+
+    async def chunks(
+        self, merged: AsyncIterator[tuple[int, list[Delta]]], include_usage: bool
+    ) -> AsyncIterator[bytes]:
+        """Server-sent chunks: echoed prompts first, then each delta as it comes, [DONE].
+
+        An error once the stream has begun (a timeout) arrives as an `error` event, which
+        the openai SDK raises as an APIError."""
+        offsets, tokens = {}, {}
+        for p in range(len(self.prompts)):
+            head, head_logprobs = self._head(p)
+            for i in range(self.n):
+                offsets[p * self.n + i], tokens[p * self.n + i] = len(head), 0
+                if self.echo:
+                    yield self._chunk(p * self.n + i, head, head_logprobs, None)
+        try:
+            async for p, deltas in merged:
+                for d in deltas:
+                    index = p * self.n + d.index
+                    logprobs = self._logprobs(d.logprobs, offsets[index]) if self.logprobs else None
+                    offsets[index] += sum(len(self.tokenizer.piece(t.token)) for t in d.logprobs)
+                    tokens[index] = d.tokens
+                    yield self._chunk(index, d.text, logprobs, d.finish_reason)
+        except APIError as exc:
+            yield sse(error_body(exc.message, exc.type, exc.param, exc.code))
+        else:
+            if include_usage:
+                yield sse(self._response([], self._usage(sum(tokens.values()))).model_dump())
+        yield b"data: [DONE]\n\n"
+
+
+def _join(a: CompletionLogprobs, b: CompletionLogprobs) -> CompletionLogprobs:
+    return CompletionLogprobs(
+        tokens=a.tokens + b.tokens,
+        token_logprobs=a.token_logprobs + b.token_logprobs,
+        top_logprobs=a.top_logprobs + b.top_logprobs,
+        text_offset=a.text_offset + b.text_offset,
+    )

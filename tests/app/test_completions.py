@@ -1,0 +1,210 @@
+"""POST /v1/completions: OpenAI's legacy completions over the tiny bundles."""
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from models.bundle import load_bundle
+from models.score import score_ids
+from tests.app.conftest import assert_error, make_settings, wait_ready
+
+
+def complete(client: TestClient, **body) -> dict:
+    response = client.post("/v1/completions", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def generate_text(client: TestClient, **body) -> str:
+    response = client.post("/v1/generate", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()["choices"][0]["text"]
+
+
+def test_greedy_completion_is_the_generate_text(client: TestClient) -> None:
+    out = complete(client, model="char-gru", prompt="The Time ", max_tokens=30, temperature=0)
+    assert out["object"] == "text_completion" and out["id"].startswith("cmpl-")
+    assert out["model"] == "char-gru" and isinstance(out["created"], int)
+    expected = generate_text(
+        client, model="char-gru", prefix="the time ", max_new_tokens=30, temperature=0
+    )
+    assert out["choices"] == [
+        {"index": 0, "text": expected, "logprobs": None, "finish_reason": "length"}
+    ]
+    assert out["usage"] == {"prompt_tokens": 9, "completion_tokens": 30, "total_tokens": 39}
+
+
+def test_prompt_list_and_n_are_prompt_major_and_seeded(client: TestClient) -> None:
+    out = complete(
+        client, model="char-gru", prompt=["the ", "machine "], n=3, max_tokens=20, seed=7
+    )
+    assert [c["index"] for c in out["choices"]] == list(range(6))
+    for p, prefix in enumerate(["the ", "machine "]):
+        for i in range(3):
+            # choice i of a prompt samples with seed + i, as /v1/generate does
+            alone = generate_text(
+                client, model="char-gru", prefix=prefix, seed=7 + i, max_new_tokens=20
+            )
+            assert out["choices"][p * 3 + i]["text"] == alone
+    assert out["usage"]["prompt_tokens"] == 4 + 8
+    assert out["usage"]["completion_tokens"] == 6 * 20
+
+
+def test_echo_logprobs_without_generation_score_the_prompt(client: TestClient, checkpoint_dir):
+    prompt = "The Time Traveller (for so it will be convenient"
+    out = complete(client, prompt=prompt, max_tokens=0, echo=True, logprobs=3)
+    bundle = load_bundle(checkpoint_dir / "char-lstm")
+    encoded = bundle.tokenizer.encode(prompt)
+    expected = score_ids(bundle.model, encoded.ids, return_logprobs=True)
+    (choice,) = out["choices"]
+    assert choice["text"] == encoded.cleaned and choice["finish_reason"] == "length"
+    lp = choice["logprobs"]
+    assert lp["tokens"] == list(encoded.cleaned)
+    assert lp["text_offset"] == list(range(len(encoded.cleaned)))
+    assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+    assert lp["token_logprobs"][1:] == pytest.approx(expected.token_logprobs, abs=1e-6)
+    for token, logprob, top in zip(
+        lp["tokens"][1:], lp["token_logprobs"][1:], lp["top_logprobs"][1:], strict=True
+    ):
+        assert 3 <= len(top) <= 4 and top[token] == logprob  # 3 likeliest + the actual one
+        assert max(top.values()) >= logprob
+    assert out["usage"] == {
+        "prompt_tokens": len(encoded.ids),
+        "completion_tokens": 0,
+        "total_tokens": len(encoded.ids),
+    }
+
+
+def test_generated_logprobs_score_like_the_text_they_spell(client: TestClient, checkpoint_dir):
+    out = complete(client, prompt="the time ", max_tokens=25, echo=True, logprobs=1, seed=3)
+    (choice,) = out["choices"]
+    lp = choice["logprobs"]
+    assert choice["text"].startswith("the time ") and "".join(lp["tokens"]) == choice["text"]
+    assert lp["text_offset"] == list(range(len(choice["text"])))
+    bundle = load_bundle(checkpoint_dir / "char-lstm")
+    ids = bundle.tokenizer.encode(choice["text"]).ids
+    expected = score_ids(bundle.model, ids, return_logprobs=True).token_logprobs
+    assert lp["token_logprobs"][1:] == pytest.approx(expected, abs=1e-4)
+
+
+def test_word_level_tokens_keep_their_spaces(client: TestClient) -> None:
+    out = complete(
+        client, model="word-gru", prompt="The time traveller", max_tokens=3, echo=True, logprobs=0
+    )
+    lp = out["choices"][0]["logprobs"]
+    assert lp["tokens"][:3] == ["the", " time", " traveller"]
+    assert lp["text_offset"][:4] == [0, 3, 8, 18]
+    assert all(len(top) == 1 for top in lp["top_logprobs"][1:])  # logprobs=0: the token only
+    assert "".join(lp["tokens"]) == out["choices"][0]["text"]
+
+
+def stream(client: TestClient, **body) -> list[dict]:
+    with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    return [json.loads(line[6:]) for line in lines[:-1]]
+
+
+def test_stream_chunks_join_to_the_plain_completion(client: TestClient) -> None:
+    body = {"prompt": ["the ", "time "], "n": 2, "max_tokens": 15, "seed": 5, "logprobs": 2}
+    plain = complete(client, **body, echo=True)
+    chunks = stream(client, **body, echo=True, stream_options={"include_usage": True})
+    assert {c["object"] for c in chunks} == {"text_completion"}
+    assert len({c["id"] for c in chunks}) == 1
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == plain["usage"]
+    for choice in plain["choices"]:
+        mine = [c["choices"][0] for c in chunks[:-1] if c["choices"][0]["index"] == choice["index"]]
+        assert "".join(c["text"] for c in mine) == choice["text"]
+        assert mine[0]["text"] in ("the ", "time ")  # the echo comes first
+        assert [c["finish_reason"] for c in mine] == [None] * (len(mine) - 1) + ["length"]
+        for key in ("tokens", "token_logprobs", "top_logprobs", "text_offset"):
+            joined = [x for c in mine if c["logprobs"] for x in c["logprobs"][key]]
+            assert joined == choice["logprobs"][key], key
+
+
+def test_stop_strings_are_cleaned_like_the_prompt(client: TestClient) -> None:
+    free = complete(client, prompt="the ", max_tokens=60, temperature=0)["choices"][0]["text"]
+    first_space = free.index(" ")
+    for stop in ("\n", ["?!", "\n\n"]):  # non-letters clean to a space: a word boundary
+        out = complete(client, prompt="the ", max_tokens=60, temperature=0, stop=stop)
+        assert out["choices"][0] == {
+            "index": 0,
+            "text": free[:first_space],
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    word = free[first_space + 1 : first_space + 3]
+    upper = complete(client, prompt="the ", max_tokens=60, temperature=0, stop=word.upper())
+    assert upper["choices"][0]["text"] == free[: free.index(word)]
+
+
+def test_neutral_values_of_unsupported_fields_are_accepted(client: TestClient) -> None:
+    complete(
+        client,
+        prompt="the ",
+        max_tokens=2,
+        n=2,
+        best_of=2,
+        user="someone",
+        presence_penalty=0,
+        frequency_penalty=0.0,
+        suffix=None,
+        logit_bias={},
+        stream_options=None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("presence_penalty", 0.5),
+        ("frequency_penalty", -1.0),
+        ("best_of", 3),
+        ("suffix", "the end"),
+        ("logit_bias", {"50256": -100}),
+    ],
+)
+def test_other_values_of_unsupported_fields_are_422(client: TestClient, field, value) -> None:
+    response = client.post("/v1/completions", json={"prompt": "the ", field: value})
+    assert_error(response, 422, field, "not supported")
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"prompt": "the ", "logprobs": 6}, "logprobs"),
+        ({"prompt": "the ", "max_tokens": 2001}, "max_tokens"),
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": []}, "prompt"),
+        ({"prompt": [1, 2, 3]}, "prompt"),
+        ({"prompt": "the ", "stop": ""}, "stop"),
+        ({"prompt": ["a"] * 8, "n": 9}, "n"),
+        ({"prompt": "the ", "temperature": 2.5}, "temperature"),
+        ({"prompt": "the ", "tools": []}, "tools"),
+    ],
+)
+def test_invalid_requests_name_the_field(client: TestClient, body, param) -> None:
+    error = assert_error(client.post("/v1/completions", json=body), 422)
+    assert error["param"].split(".")[0] == param, error
+    assert error["type"] == "invalid_request_error"
+
+
+def test_unknown_model_and_empty_prompt_errors_are_openai_shaped(client: TestClient) -> None:
+    response = client.post("/v1/completions", json={"model": "gpt-4", "prompt": "hi"})
+    error = assert_error(response, 404, "model", "char-lstm")
+    assert error["code"] == "model_not_found"
+    response = client.post("/v1/completions", json={"model": "word-gru", "prompt": "42 !"})
+    assert_error(response, 422, "prompt", "no tokens")
+
+
+def test_running_out_of_time_is_504_or_an_error_event(checkpoint_dir) -> None:
+    with TestClient(create_app(make_settings(checkpoint_dir, request_timeout_s=0.05))) as c:
+        wait_ready(c)
+        body = {"prompt": ["the ", "time "], "max_tokens": 2000}
+        assert_error(c.post("/v1/completions", json=body), 504, None, "request limit")
+        *_, last = stream(c, **body)  # the stream still ends with [DONE]
+        assert last["error"]["code"] == "timeout" and last["error"]["type"] == "timeout_error"

@@ -1,0 +1,65 @@
+"""The scheduler's additions for /v1/completions: logprobs in deltas, several prompts at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from app.errors import Overloaded, Timeout
+from app.scheduler import Scheduler, collect_all, stream_merged
+from models.generate import SamplingParams, generate
+from models.text import Tokenizer
+from tests.conftest import tiny_lm
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_several_prompts_decode_together_like_alone(char_tokenizer: Tokenizer) -> None:
+    model = tiny_lm("gru", num_hiddens=32)
+    prefixes = [char_tokenizer.encode(p).ids for p in ("the ", "time ", "machine ")]
+    params = [SamplingParams(seed=s, max_new_tokens=12 + 3 * s, logprobs=1) for s in range(2)]
+    waits: list[float] = []
+
+    async def main():
+        scheduler = Scheduler("m", model, char_tokenizer, 8, 8, on_first_token=waits.append)
+        scheduler.start()
+        try:
+            requests = scheduler.submit_all(prefixes, params)
+            return await collect_all(requests, timeout=60), scheduler.tokens_generated
+        finally:
+            await scheduler.stop()
+
+    out, generated = run(main())
+    assert len(waits) == 3 and all(w >= 0 for w in waits)  # one first token per request
+    assert generated == 3 * (12 + 15)
+    for prefix, completions in zip(prefixes, out, strict=True):
+        alone = generate(model, prefix, params, char_tokenizer.piece)
+        assert [c.text for c in completions] == [t.text for t in alone]
+        for c, p in zip(completions, params, strict=True):
+            assert len(c.logprobs) == c.tokens == p.max_new_tokens
+            assert "".join(char_tokenizer.piece(t.token) for t in c.logprobs) == c.text
+            assert all(len(t.top) == 1 and t.logprob <= 0 for t in c.logprobs)
+
+
+def test_submit_all_is_all_or_nothing(char_tokenizer: Tokenizer) -> None:
+    scheduler = Scheduler("m", tiny_lm("gru"), char_tokenizer, max_batch=2, max_queue=1)
+    prefixes = [[1, 2]] * 3
+    with pytest.raises(Overloaded):
+        scheduler.submit_all(prefixes, [SamplingParams(), SamplingParams()])
+    assert all(r.cancelled for r in scheduler.waiting)  # what got in is withdrawn
+
+
+def test_merged_stream_times_out_and_cancels_every_request(char_tokenizer: Tokenizer) -> None:
+    async def main():
+        scheduler = Scheduler("m", tiny_lm("gru"), char_tokenizer, 8, 8)  # never started
+        requests = scheduler.submit_all([[1], [2]], [SamplingParams()])
+        with pytest.raises(Timeout):
+            async for _ in stream_merged(requests, timeout=0.05):
+                pass
+        await asyncio.sleep(0)  # let the cancelled pumps unwind
+        return requests
+
+    assert all(r.cancelled for r in run(main()))
