@@ -43,13 +43,15 @@ serve: install
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info
 
-# The committed default bundles: one seeded command each, on the CPU with one torch thread
-# (bit-reproducible on the same machine type; see README, "Models").
+# The committed default bundles: one seeded command each, with one torch thread on the CPU
+# (bit-reproducible on the same machine type; see README, "Models"). The committed
+# char-lstm came from LSTM_DEVICE=cuda (bench/gpu.sh, 28 s on an H200; about 40 min here).
+LSTM_DEVICE ?= cpu
 models: install
 	$(PY) -m training --threads 1 lm --out checkpoints/char-lstm --arch lstm --num-layers 2 \
 		--num-hiddens 384 --embed-size 64 --dropout 0.5 --optimizer adamw --lr 0.002 \
 		--weight-decay 0.01 --schedule cosine --batch-size 32 --num-steps 100 --epochs 40 \
-		--seed 0 --device cpu
+		--seed 0 --device $(LSTM_DEVICE)
 	$(PY) -m training --threads 1 lm --out checkpoints/char-rnn-scratch --arch rnn_scratch \
 		--num-hiddens 512 --optimizer sgd --lr 1 --clip 1 --batch-size 32 --num-steps 35 \
 		--epochs 100 --seed 0 --device cpu

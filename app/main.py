@@ -154,6 +154,14 @@ def _docs(app: FastAPI) -> None:
         )
 
 
+def package_version() -> str:
+    """The installed version; a source checkout run without `pip install` still starts."""
+    try:
+        return importlib.metadata.version("rnnlm")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+source"
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     logging.basicConfig(
@@ -161,7 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app = FastAPI(
         title="rnnlm",
-        version=importlib.metadata.version("rnnlm"),
+        version=package_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
         docs_url=None,

@@ -98,6 +98,7 @@ def write_dir_atomically(path: Path, files: dict[str, bytes]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would hide the bundle from a service run as another user
     try:
         for fname, data in files.items():
             _write(tmp / fname, data)

@@ -50,6 +50,11 @@ def test_saving_again_replaces_atomically(bundle: Path, char_tokenizer: Tokenize
     assert [p.name for p in bundle.parent.iterdir()] == ["tiny-gru"]  # no temporary left
 
 
+def test_bundle_is_readable_by_other_users(bundle: Path) -> None:
+    """A container's non-root user must read bundles trained by root into a volume."""
+    assert bundle.stat().st_mode & 0o777 == 0o755
+
+
 def rewrite_config(bundle: Path, **changes) -> None:
     config = json.loads((bundle / "config.json").read_text())
     config.update(changes)
