@@ -150,7 +150,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=16, help="concurrent clients")
     args = parser.parse_args()
     print(json.dumps({"machine": machine()}))
-    with live_server() as (url, _, pid):
+    # CPU jobs may wait up to 3 x slots deep: sized so that the soak's own clients never
+    # meet the overload answer (503), which has tests of its own.
+    slots = max(2, -(-args.workers // 3))
+    with live_server({"RNNLM_MAX_CONCURRENT_SCORING": str(slots)}) as (url, _, pid):
         result = asyncio.run(soak(url, pid, args.seconds, args.workers))
     print(json.dumps(result))
     bad = result["server_errors"] or result["mismatches"] or result["transport_errors"]

@@ -21,7 +21,7 @@ done
 curl -fs "http://127.0.0.1:$PORT/ready" >/dev/null || { cat "$LOG"; echo "server not ready"; exit 1; }
 .venv/bin/st run "http://127.0.0.1:$PORT/openapi.json" \
   --checks all --exclude-checks positive_data_acceptance \
-  --max-examples "$EXAMPLES" --seed 1 --workers 2 --request-timeout 60 \
+  --max-examples "$EXAMPLES" --seed 1 --workers 2 --request-timeout 60 --max-response-time 45 \
   --suppress-health-check too_slow,data_too_large --generation-allow-x00 false
 status=$?
 if grep -q "Traceback" "$LOG"; then echo "server logged a traceback:"; cat "$LOG"; exit 1; fi

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.corpora import count_text
 from app.deps import Services, ServicesDep
@@ -19,7 +19,9 @@ from app.schemas.ngrams import (
     NgramRequest,
     NgramResponse,
     NgramTableOut,
+    Order,
     ZipfOut,
+    check_orders,
 )
 from models.ngrams import MAX_N, NgramCounter, zipf_fit
 
@@ -81,10 +83,15 @@ class PlotQuery(BaseModel):
 
     corpus: str = Field("timemachine", pattern=CORPUS_NAME, description="a named corpus")
     level: Literal["word", "char"] = "word"
-    n: list[int] = Field([1, 2, 3], description=f"orders, each 1..{MAX_N}")
+    n: list[Order] = Field([1, 2, 3], description=f"orders, each 1..{MAX_N}")
     format: Literal["png", "svg"] = "png"
     width: int = Field(640, ge=200, le=2000, description="pixels")
     height: int = Field(480, ge=150, le=2000, description="pixels")
+
+    @field_validator("n")
+    @classmethod
+    def _orders(cls, n: list[int]) -> list[int]:
+        return check_orders(n)
 
 
 @router.get("/plot", response_class=Response, responses={**IMAGE, **responses(401, 404, 422, 503)})

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -10,9 +10,10 @@ from models.ngrams import MAX_N
 MAX_TEXT_BYTES = 2 * 1024 * 1024
 MAX_TOP_K = 1000
 CORPUS_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+Order = Annotated[int, Field(ge=1, le=MAX_N)]
 
 
-def _check_ns(n: list[int]) -> list[int]:
+def check_orders(n: list[int]) -> list[int]:
     if not 1 <= len(n) <= MAX_N or len(set(n)) != len(n):
         raise ValueError(f"give 1 to {MAX_N} distinct orders")
     if any(not 1 <= k <= MAX_N for k in n):
@@ -33,7 +34,7 @@ class NgramRequest(StrictRequest):
         description=f"text to count (up to {MAX_TEXT_BYTES} bytes UTF-8); give this or `corpus`",
     )
     level: Literal["word", "char"] = Field("word", description="count words or characters")
-    n: list[int] = Field(
+    n: list[Order] = Field(
         default_factory=lambda: [1, 2, 3],
         description=f"orders to count, each 1..{MAX_N}",
         examples=[[1, 2, 3]],
@@ -44,7 +45,7 @@ class NgramRequest(StrictRequest):
     @field_validator("n")
     @classmethod
     def _orders(cls, n: list[int]) -> list[int]:
-        return _check_ns(n)
+        return check_orders(n)
 
     @model_validator(mode="after")
     def _one_source(self) -> NgramRequest:

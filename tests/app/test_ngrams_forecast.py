@@ -44,7 +44,7 @@ def test_min_count_filters(client: TestClient) -> None:
     [
         ({"corpus": "timemachine", "text": "x"}, "body"),
         ({}, "body"),
-        ({"text": "x", "n": [7]}, "n"),
+        ({"text": "x", "n": [7]}, "n.0"),
         ({"text": "x", "n": [1, 1]}, "n"),
         ({"text": "x", "top_k": 1001}, "top_k"),
         ({"text": "x", "level": "sentence"}, "level"),
@@ -84,6 +84,14 @@ def test_zipf_plot_svg_and_post_form(client: TestClient) -> None:
     )
     assert_error(client.get("/v1/ngrams/plot?width=5000"), 422, "width")
     assert_error(client.get("/v1/ngrams/plot?bogus=1"), 422, "bogus")
+    for bad, param in (("n=0", "n.0"), ("n=1&n=7", "n.1"), ("n=1&n=1", "n")):
+        assert_error(client.get(f"/v1/ngrams/plot?{bad}"), 422, param)
+
+
+def test_wrong_method_lists_every_allowed_one(client: TestClient) -> None:
+    r = client.delete("/v1/ngrams/plot")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST"
+    assert r.json()["error"]["code"] == "405"
 
 
 def test_default_forecast_uses_the_committed_bundle(client: TestClient) -> None:
