@@ -15,8 +15,12 @@ ARG TORCH_WHEELS=0
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
 COPY wheels/ /tmp/wheels/
+# Torch's C++ headers, test binaries and protoc build and test torch itself: not served.
 RUN if [ "$TORCH_WHEELS" = 1 ]; then pip install /tmp/wheels/torch-"$TORCH_VERSION"*.whl; \
-    else pip install --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION"; fi
+    else pip install --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION"; fi \
+    && torch=$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/torch \
+    && rm -rf "$torch/include" "$torch/test" \
+    && find "$torch/bin" -type f ! -name torch_shm_manager -delete
 # The dependencies in their own layer, rebuilt only when pyproject.toml changes.
 COPY pyproject.toml /src/
 RUN python -c "import tomllib; deps = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies']; print(*deps, sep='\n')" >/tmp/requirements.txt \

@@ -101,7 +101,8 @@ fi
 if [ -n "${RNNLM_DATA_DIR:-}" ] && [ -f "$RNNLM_DATA_DIR/timemachine.txt" ]; then
   export RNNLM_HOST_DATA_DIR=$RNNLM_DATA_DIR
 else
-  RNNLM_HOST_DATA_DIR=$(mktemp -d) && export RNNLM_HOST_DATA_DIR  # no corpus: plot posted text
+  export RNNLM_HOST_DATA_DIR=$WORK/no-data  # no corpus: the plot is of posted text
+  mkdir -p "$RNNLM_HOST_DATA_DIR"
 fi
 "${compose[@]}" down --volumes --remove-orphans >/dev/null 2>&1 || true
 say "building the api and train images"
