@@ -154,8 +154,8 @@ if [ -f "$RNNLM_HOST_DATA_DIR/timemachine.txt" ]; then
   echo "ok: the train profile wrote checkpoints/smoke-gru into the shared volume"
 fi
 
-size_mb=$(( $(docker image inspect rnnlm:latest --format '{{.Size}}') / 1000000 ))
-echo "RESULT image rnnlm:latest ${size_mb} MB; build ${build_s} s; ready ${ready_s} s after"\
+mb() { echo $(( $(docker image inspect "$1" --format '{{.Size}}') / 1000000 )); }
+echo "RESULT image rnnlm:latest $(mb rnnlm:latest) MB (base python:3.11-slim $(mb python:3.11-slim) MB); build ${build_s} s; ready ${ready_s} s after"\
   "'up' (healthy per compose --wait: ${healthy_s} s); $(nproc) CPUs, $(date -u +%F)"
 say "docker compose down"
 "${compose[@]}" down --volumes --remove-orphans --timeout 20
