@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export RNNLM_DATA_DIR ?= $(DATA_DIR)
 
-.PHONY: install test test-all lint fmt models serve bench clean
+.PHONY: install test test-all lint fmt models serve bench clean docker-check docker-smoke
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,3 +65,11 @@ bench: install
 	$(PY) -m bench.ngrams --large 100
 	$(PY) -m bench.training
 	$(PY) -m bench.startup
+
+# Containers (docs/deploy.md): static checks (hadolint, compose config and schema), and the
+# end-to-end smoke (build, compose up, requests, teardown; "SKIPPED: ..." with no engine).
+docker-check:
+	scripts/docker-check.sh
+
+docker-smoke:
+	scripts/docker-smoke.sh
