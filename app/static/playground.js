@@ -23,10 +23,12 @@ async function apiError(response) {
   return new Error(message);
 }
 
+// GET without a body; POST a body object, or JSON text already made (see withSeed).
 async function api(path, body, init = {}) {
+  const json = typeof body === "string" ? body : JSON.stringify(body);
   const response = await fetch(path, body === undefined
     ? { headers: headers(false), ...init }
-    : { method: "POST", headers: headers(), body: JSON.stringify(body), ...init });
+    : { method: "POST", headers: headers(), body: json, ...init });
   if (!response.ok) throw await apiError(response);
   return response;
 }
@@ -94,9 +96,21 @@ async function* sseEvents(response) {
         .map((line) => line.slice(5).replace(/^ /, "")).join("\n");
       buffer = buffer.slice(cut + 2);
       if (data === "[DONE]") return;
-      if (data) yield JSON.parse(data);
+      if (!data) continue;
+      const event = JSON.parse(data);
+      const seed = data.match(/"seed": ?(\d+)/); // exact digits: seeds pass 2^53
+      if (seed) event.seed = seed[1];
+      yield event;
     }
   }
+}
+
+// Seeds run to 2^63 - 1, past JavaScript's exact integers: the typed digits go into the
+// JSON text unchanged (anything else goes as a string, for the server's 422 to name).
+function withSeed(body, seed) {
+  const json = JSON.stringify(body);
+  if (seed === "") return json;
+  return `${json.slice(0, -1)},"seed":${/^\d{1,19}$/.test(seed) ? seed : JSON.stringify(seed)}}`;
 }
 
 let generation = null; // the AbortController of the running generation
@@ -111,13 +125,13 @@ async function generate() {
     max_new_tokens: num("max-new-tokens"),
     stream: true,
   };
-  if ($("seed").value.trim() !== "") body.seed = num("seed");
   for (const id of ["gen-prefix", "gen-text", "gen-usage"]) $(id).textContent = "";
   $("gen-finish").textContent = "…";
   generation = new AbortController();
   $("stop").disabled = false;
   try {
-    const response = await api("/v1/generate", body, { signal: generation.signal });
+    const json = withSeed(body, $("seed").value.trim());
+    const response = await api("/v1/generate", json, { signal: generation.signal });
     for await (const event of sseEvents(response)) {
       if (event.prefix !== undefined) {
         $("gen-prefix").textContent = event.prefix;
