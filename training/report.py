@@ -104,7 +104,8 @@ def describe_bundle(path: Path) -> BundleRow:
     except OSError as exc:  # unreadable files: permissions, I/O errors
         return BundleRow(path.name, error=f"cannot read: {exc}")
     metrics = bundle.metrics if isinstance(bundle.metrics, dict) else {}
-    history = metrics.get("epochs") if isinstance(metrics.get("epochs"), list) else []
+    epochs = metrics.get("epochs")
+    history: list[dict[str, Any]] = epochs if isinstance(epochs, list) else []
     best = metrics.get("best_epoch")
     at_best = history[best - 1] if isinstance(best, int) and 0 < best <= len(history) else {}
     return BundleRow(
