@@ -191,6 +191,26 @@ def test_generation_streams_into_the_page(driver: Any, url: str) -> None:
     assert received[0]["mimeType"] == "text/event-stream"
 
 
+def test_generation_keeps_large_seeds_exact_and_shows_422s(driver: Any, url: str) -> None:
+    seed = str(2**63 - 1)  # past JavaScript's exact integers
+    fill(driver, "seed", seed)
+    fill(driver, "max-new-tokens", "5")
+    driver.find_element(By.ID, "generate").click()
+    wait_for(driver, lambda d: text_of(d, "gen-finish") == "length", "no finish reason")
+    assert f"seed {seed}" in text_of(driver, "gen-usage")  # the server read it unrounded
+    fill(driver, "temperature", "9")
+    driver.find_element(By.ID, "generate").click()
+    error = wait_for(driver, lambda d: text_of(d, "gen-error"), "the 422 was swallowed")
+    assert error.startswith("422") and "temperature" in error
+    assert text_of(driver, "gen-finish") == "error"
+    fill(driver, "temperature", "0.8")  # back to the first test's output, for the screenshot
+    fill(driver, "seed", "7")
+    fill(driver, "max-new-tokens", "120")
+    driver.find_element(By.ID, "generate").click()
+    wait_for(driver, lambda d: text_of(d, "gen-finish") == "length", "no finish reason")
+    assert text_of(driver, "gen-error") == ""
+
+
 def test_perplexity_box_scores_text_and_shows_api_errors(driver: Any, url: str) -> None:
     fill(driver, "ppl-text", "the time traveller smiled round at us")
     driver.find_element(By.ID, "score").click()
