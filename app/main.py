@@ -43,6 +43,7 @@ from app.routes import (
     models,
     ngrams,
     perplexity,
+    playground,
     tokenize,
 )
 from app.scheduler import Scheduler
@@ -162,6 +163,13 @@ def package_version() -> str:
         return "0+source"
 
 
+def _playground(app: FastAPI) -> None:
+    """The browser playground at `/` and its assets (app/static), outside the schema."""
+    static = str(playground.STATIC)
+    app.mount("/static/playground", StaticFiles(directory=static), name="playground-static")
+    app.include_router(playground.router)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     logging.basicConfig(
@@ -185,6 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (models, generate, completions, tokenize, perplexity, ngrams, forecast):
         app.include_router(module.router, dependencies=guard)
     _docs(app)
+    _playground(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(

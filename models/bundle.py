@@ -5,6 +5,8 @@
     vocab.json          the vocabulary (language models only)
     weights.safetensors the parameters; never pickle, so loading runs no code
     metrics.json        per-epoch training and validation figures
+    curves.png          optional: the training curves by epoch (bundles from before it
+                        have none and still load)
 
 Saving builds the bundle in a temporary sibling directory and swaps it into place in one
 atomic rename, so a crash at any moment leaves either the old bundle or the new one.
@@ -40,6 +42,9 @@ FORMAT_VERSION = 1
 KINDS = ("char-lm", "word-lm", "forecaster")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 CONFIG, VOCAB, WEIGHTS, METRICS = "config.json", "vocab.json", "weights.safetensors", "metrics.json"
+CURVES = "curves.png"
+# Files a bundle may carry beside the required ones; hashed in config.json like the rest.
+OPTIONAL_FILES = (CURVES,)
 
 
 class BundleError(Exception):
@@ -113,17 +118,26 @@ def save_bundle(
     tokenizer: Tokenizer | None = None,
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
+    extra_files: dict[str, bytes] | None = None,
 ) -> None:
-    """Write a bundle to `path` atomically, replacing any bundle already there."""
+    """Write a bundle to `path` atomically, replacing any bundle already there.
+
+    `extra_files` (names from OPTIONAL_FILES, e.g. the curves PNG) go into the same atomic
+    write and the same hash list, so a reader never sees them out of step with the weights.
+    """
     path = Path(path)
     name = path.name
     if not is_valid_name(name):
         raise BundleError(name, f"name must match {NAME_PATTERN.pattern}")
+    extra_files = extra_files or {}
+    unknown = sorted(set(extra_files) - set(OPTIONAL_FILES))
+    if unknown:
+        raise BundleError(name, f"unknown optional files {unknown} (known: {OPTIONAL_FILES})")
     kind = _kind_of(model, tokenizer)
     # Unwrap torch.compile so the saved keys never carry an `_orig_mod.` prefix.
     module = getattr(model, "_orig_mod", model)
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    files = {WEIGHTS: save(tensors), METRICS: _json_bytes(metrics or {})}
+    files = {WEIGHTS: save(tensors), METRICS: _json_bytes(metrics or {}), **extra_files}
     if tokenizer is not None:
         files[VOCAB] = tokenizer.vocab.to_json().encode()
     hashes = {fname: hashlib.sha256(data).hexdigest() for fname, data in files.items()}
@@ -208,7 +222,7 @@ def read_config(path: Path) -> dict[str, Any]:
     if not isinstance(files, dict) or not needed <= files.keys():
         raise BundleError(name, f"{CONFIG} must list the sha256 of {', '.join(sorted(needed))}")
     for fname, expected in files.items():
-        if fname not in needed:
+        if fname not in needed and fname not in OPTIONAL_FILES:
             raise BundleError(name, f"{CONFIG} lists an unexpected file {fname!r}")
         file_path = path / fname
         if not file_path.is_file():

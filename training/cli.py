@@ -1,7 +1,8 @@
-"""Command line: `python -m training lm|sine ...` (argparse; every flag has help).
+"""Command line: `python -m training lm|sine|kn|list ...` (argparse; every flag has help).
 
-Exit status: 0 done, 1 the run failed (missing corpus, NaN loss, ...), 2 bad flags,
-130 interrupted (the last completed epoch can be resumed with --resume).
+Exit status: 0 done, 1 the run failed (missing corpus, NaN loss, ...; for `list`: a bundle
+is unreadable or DIR is not a directory), 2 bad flags, 130 interrupted (the last completed
+epoch can be resumed with --resume).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from models.rnn import ARCHITECTURES
 from models.text import LEVELS, LINE_JOINS
 from training.batches import SAMPLINGS
 from training.loop import TrainConfig, TrainingError, load_tokens, train
+from training.report import format_table, list_bundles
 from training.sine import train_sine
 
 log = logging.getLogger("training")
@@ -206,7 +208,31 @@ def build_parser() -> argparse.ArgumentParser:
     sine.add_argument(
         "--seed", type=int, default=defaults.seed, help="seed of the noise and the fit"
     )
+
+    listing = sub.add_parser(
+        "list", help="table of the bundles in a directory; unreadable ones with the reason"
+    )
+    listing.add_argument(
+        "dir",
+        nargs="?",
+        type=Path,
+        default=Path("checkpoints"),
+        help="directory of bundles (default: checkpoints)",
+    )
     return parser
+
+
+def _list(directory: Path) -> int:
+    """Print the table; 1 when DIR is missing or any bundle in it cannot be served."""
+    if not directory.is_dir():
+        print(f"error: {directory} is not a directory", file=sys.stderr)
+        return 1
+    rows = list_bundles(directory)
+    if not rows:
+        print(f"no bundles in {directory}")
+        return 0
+    print(format_table(rows))
+    return 1 if any(r.error for r in rows) else 0
 
 
 def _lm_config(args: argparse.Namespace) -> TrainConfig:
@@ -266,6 +292,8 @@ def _kneser_ney(args: argparse.Namespace) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "list":
+        return _list(args.dir)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",

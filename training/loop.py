@@ -25,12 +25,13 @@ import torch
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
-from models.bundle import is_valid_name, save_bundle, write_dir_atomically
+from models.bundle import CURVES, is_valid_name, save_bundle, write_dir_atomically
 from models.corpus import read_corpus, resolve_corpus, sha1_of
 from models.rnn import LanguageModel, LMConfig, build_model, num_parameters
 from models.score import score_ids, token_nll
 from models.text import Level, LineJoin, Tokenizer, Vocab, clean_corpus, tokenize
 from training.batches import BATCHERS, Sampling, num_batches, split_tokens
+from training.report import lm_curves_png
 
 log = logging.getLogger(__name__)
 
@@ -356,7 +357,8 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
         )
         if best_epoch(history) == epoch:
             best_model.load_state_dict(model.state_dict())
-        save_bundle(config.out, best_model, tokenizer, info, _metrics(history))
+        curves = lm_curves_png(history, config.out.name, best_epoch(history))
+        save_bundle(config.out, best_model, tokenizer, info, _metrics(history), {CURVES: curves})
         _save_resume(config, model, best_model, optimizer, history)
     if not history:
         raise TrainingError("no epoch was trained (epochs must be >= 1)")

@@ -7,8 +7,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from models.bundle import save_bundle
+from models.bundle import CURVES, save_bundle
 from models.forecast import SineConfig, fit_forecaster, run_experiment, sine_series
+from training.report import sine_curves_png
 
 log = logging.getLogger(__name__)
 
@@ -26,5 +27,8 @@ def train_sine(config: SineConfig, out: Path) -> dict[str, Any]:
     }
     for record in metrics["epochs"]:
         log.info("epoch %d train mse %.4f", record["epoch"], record["train_mse"])
-    save_bundle(out, model, training={"sine": asdict(config)}, metrics=metrics)
+    curves = sine_curves_png(metrics["epochs"], Path(out).name)
+    save_bundle(
+        out, model, training={"sine": asdict(config)}, metrics=metrics, extra_files={CURVES: curves}
+    )
     return metrics

@@ -151,3 +151,18 @@ def test_kill_9_at_any_moment_of_a_save_leaves_a_loadable_bundle(tmp_path: Path)
         bundle = load_bundle(path)  # never half-written
         seen.add(bundle.metrics["seed"])
     assert seen, "no save ever completed"
+
+
+def test_optional_curves_are_hashed_and_checked(tmp_path: Path, char_tokenizer: Tokenizer) -> None:
+    path = tmp_path / "with-curves"
+    save_bundle(path, tiny_lm("gru"), char_tokenizer, extra_files={"curves.png": b"\x89PNG..."})
+    assert "curves.png" in load_bundle(path).config["files"]
+    (path / "curves.png").write_bytes(b"\x89PNG altered")
+    with pytest.raises(BundleError, match=r"curves\.png does not match its sha256"):
+        load_bundle(path)
+
+
+def test_only_known_optional_files_are_saved(tmp_path: Path, char_tokenizer: Tokenizer) -> None:
+    with pytest.raises(BundleError, match="unknown optional files"):
+        save_bundle(tmp_path / "x", tiny_lm("gru"), char_tokenizer, extra_files={"run.py": b""})
+    assert not (tmp_path / "x").exists()

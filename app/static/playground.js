@@ -1,0 +1,219 @@
+// The playground: plain JavaScript over the public API, no build step and no CDN.
+// Every call goes through api(), so a 4xx/5xx JSON error always reaches the user.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const LM_KINDS = ["char-lm", "word-lm"];
+
+function headers(json = true) {
+  const h = json ? { "Content-Type": "application/json" } : {};
+  const key = $("api-key").value.trim();
+  if (key) h.Authorization = `Bearer ${key}`;
+  return h;
+}
+
+// An Error carrying the service's {"error": {message, param, code}} text.
+async function apiError(response) {
+  let message = `${response.status} ${response.statusText}`;
+  try {
+    const error = (await response.json()).error;
+    message = `${response.status}: ${error.message}` + (error.param ? ` (field: ${error.param})` : "");
+  } catch (_) { /* not JSON: keep the status line */ }
+  if (response.status === 401) $("key-box").hidden = false;
+  return new Error(message);
+}
+
+// GET without a body; POST a body object, or JSON text already made (see withSeed).
+async function api(path, body, init = {}) {
+  const json = typeof body === "string" ? body : JSON.stringify(body);
+  const response = await fetch(path, body === undefined
+    ? { headers: headers(false), ...init }
+    : { method: "POST", headers: headers(), body: json, ...init });
+  if (!response.ok) throw await apiError(response);
+  return response;
+}
+
+// Runs a form's action with its button disabled; any failure is shown in `errorId`.
+function bind(formId, errorId, action) {
+  const form = $(formId);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = form.querySelector("button[type=submit]");
+    $(errorId).textContent = "";
+    button.disabled = true;
+    try {
+      await action();
+    } catch (error) {
+      if (error.name !== "AbortError") $(errorId).textContent = error.message;
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+// A number when the box holds one; the raw text otherwise, so the server's 422 names it.
+function num(id) {
+  const text = $(id).value.trim();
+  return text !== "" && Number.isFinite(Number(text)) ? Number(text) : text;
+}
+
+function list(id) {
+  return $(id).value.split(",").map((s) => s.trim()).filter(Boolean)
+    .map((s) => (Number.isFinite(Number(s)) ? Number(s) : s));
+}
+
+async function loadModels() {
+  $("models-error").textContent = "";
+  const select = $("model");
+  select.replaceChildren();
+  try {
+    const cards = (await (await api("/v1/models")).json()).data;
+    for (const card of cards.filter((c) => LM_KINDS.includes(c.kind))) {
+      const ppl = card.val_perplexity ? `, val ppl ${card.val_perplexity.toFixed(2)}` : "";
+      const option = new Option(`${card.id} (${card.architecture}${ppl})`, card.id);
+      option.selected = card.default;
+      select.add(option);
+    }
+    if (!select.options.length) $("models-error").textContent = "no language model is loaded";
+  } catch (error) {
+    $("models-error").textContent = error.message;
+  }
+}
+
+// Server-sent events from a fetch body, parsed as they arrive: one JSON object per event.
+async function* sseEvents(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("the stream ended early (server time limit or disconnect)");
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const data = buffer.slice(0, cut).split("\n")
+        .filter((line) => line.startsWith("data:"))
+        .map((line) => line.slice(5).replace(/^ /, "")).join("\n");
+      buffer = buffer.slice(cut + 2);
+      if (data === "[DONE]") return;
+      if (!data) continue;
+      const event = JSON.parse(data);
+      const seed = data.match(/"seed": ?(\d+)/); // exact digits: seeds pass 2^53
+      if (seed) event.seed = seed[1];
+      yield event;
+    }
+  }
+}
+
+// Seeds run to 2^63 - 1, past JavaScript's exact integers: the typed digits go into the
+// JSON text unchanged (anything else goes as a string, for the server's 422 to name).
+function withSeed(body, seed) {
+  const json = JSON.stringify(body);
+  if (seed === "") return json;
+  return `${json.slice(0, -1)},"seed":${/^\d{1,19}$/.test(seed) ? seed : JSON.stringify(seed)}}`;
+}
+
+let generation = null; // the AbortController of the running generation
+
+async function generate() {
+  const body = {
+    model: $("model").value || null,
+    prefix: $("prefix").value,
+    temperature: num("temperature"),
+    top_k: num("top-k"),
+    top_p: num("top-p"),
+    max_new_tokens: num("max-new-tokens"),
+    stream: true,
+  };
+  for (const id of ["gen-prefix", "gen-text", "gen-usage"]) $(id).textContent = "";
+  $("gen-finish").textContent = "…";
+  generation = new AbortController();
+  $("stop").disabled = false;
+  try {
+    const json = withSeed(body, $("seed").value.trim());
+    const response = await api("/v1/generate", json, { signal: generation.signal });
+    for await (const event of sseEvents(response)) {
+      if (event.prefix !== undefined) {
+        $("gen-prefix").textContent = event.prefix;
+        $("gen-usage").textContent = `seed ${event.seed}`;
+      } else if (event.usage) {
+        const u = event.usage;
+        $("gen-usage").textContent += ` · ${u.prompt_tokens} prompt + ${u.completion_tokens}` +
+          ` generated = ${u.total_tokens} tokens`;
+      } else {
+        $("gen-text").textContent += event.text;
+        if (event.finish_reason) $("gen-finish").textContent = event.finish_reason;
+      }
+    }
+  } catch (error) {
+    $("gen-finish").textContent = error.name === "AbortError" ? "stopped" : "error";
+    throw error;
+  } finally {
+    $("stop").disabled = true;
+    generation = null;
+  }
+}
+
+async function score() {
+  const body = { model: $("model").value || null, text: $("ppl-text").value };
+  for (const id of ["ppl-value", "ppl-bits", "ppl-tokens"]) $(id).textContent = "…";
+  try {
+    const result = await (await api("/v1/perplexity", body)).json();
+    $("ppl-value").textContent = result.perplexity.toFixed(3);
+    $("ppl-bits").textContent = result.bits_per_token.toFixed(3);
+    $("ppl-tokens").textContent = `${result.tokens_scored}` +
+      (result.unknown_tokens ? ` (${result.unknown_tokens} unknown)` : "");
+  } catch (error) {
+    for (const id of ["ppl-value", "ppl-bits", "ppl-tokens"]) $(id).textContent = "-";
+    throw error;
+  }
+}
+
+// Images come through fetch (not <img src>) so that the bearer key is sent with them.
+async function showImage(imgId, path, body) {
+  const blob = await (await api(path, body)).blob();
+  const img = $(imgId);
+  if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
+  img.src = URL.createObjectURL(blob);
+}
+
+function table(t) {
+  const rows = t.entries.map((e) =>
+    `<tr><td>${escape(e.tokens.join(" "))}</td><td>${e.count}</td><td>${e.frequency.toFixed(4)}</td></tr>`);
+  return `<table><caption>n = ${t.n} (${t.unique} distinct of ${t.total})</caption>` +
+    `<tr><th>n-gram</th><th>count</th><th>freq</th></tr>${rows.join("")}</table>`;
+}
+
+function escape(text) {
+  return text.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+}
+
+async function countNgrams() {
+  const source = document.querySelector("input[name=ng-source]:checked").value;
+  const body = { level: $("ng-level").value, n: list("ng-n"), top_k: num("ng-top-k") };
+  if (source === "corpus") body.corpus = $("ng-corpus").value.trim();
+  else body.text = $("ng-text").value;
+  const result = await (await api("/v1/ngrams", body)).json();
+  const zipf = result.zipf ? ` · Zipf exponent ${result.zipf.exponent.toFixed(3)}` +
+    ` (R² ${result.zipf.r2.toFixed(3)})` : "";
+  $("ng-summary").textContent = `${result.tokens} ${result.level} tokens of ${result.source}${zipf}`;
+  $("ng-tables").innerHTML = result.tables.map(table).join("");
+  await showImage("ng-plot", "/v1/ngrams/plot", { ...body, format: "png", width: 560, height: 420 });
+}
+
+async function plotForecast() {
+  const body = { figure: $("fc-figure").value, k_steps: list("fc-k_steps"), format: "png" };
+  for (const f of ["T", "tau", "num_train", "noise", "epochs", "seed"]) body[f] = num(`fc-${f}`);
+  await showImage("fc-plot", "/v1/forecast/plot", body);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  if (document.body.dataset.auth === "bearer") $("key-box").hidden = false;
+  $("api-key").addEventListener("change", loadModels);
+  $("stop").addEventListener("click", () => generation && generation.abort());
+  bind("generate-form", "gen-error", generate);
+  bind("perplexity-form", "ppl-error", score);
+  bind("ngrams-form", "ng-error", countNgrams);
+  bind("forecast-form", "fc-error", plotForecast);
+  loadModels();
+});

@@ -1,0 +1,118 @@
+"""Training reports: the curves PNG inside each bundle, and `python -m training list`."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from models.bundle import CURVES, load_bundle
+from models.forecast import SineConfig
+from tests.training.test_loop import small_config
+from training import loop
+from training.cli import main
+from training.loop import train
+from training.report import BundleRow, format_table, list_bundles
+from training.sine import train_sine
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory as the service sees it: two good bundles, a broken one, resume state."""
+    root = tmp_path_factory.mktemp("report")
+    corpus = root / "tiny.txt"
+    corpus.write_text("the time traveller smiled round at us " * 40)
+    train(small_config(root, corpus, out=root / "ck" / "tiny-gru", epochs=2))
+    train_sine(SineConfig(epochs=2), root / "ck" / "sine-mlp")
+    return root / "ck"
+
+
+def test_a_training_run_writes_its_curves_into_the_bundle(bundles: Path) -> None:
+    curves = (bundles / "tiny-gru" / CURVES).read_bytes()
+    assert png_size(curves) == (640, 400)
+    listed = load_bundle(bundles / "tiny-gru").config["files"][CURVES]
+    assert listed == hashlib.sha256(curves).hexdigest()  # hashed like every other file
+    assert png_size((bundles / "sine-mlp" / CURVES).read_bytes()) == (640, 400)
+
+
+def test_a_failed_epoch_never_leaves_the_curves_out_of_step(
+    tmp_path: Path, tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    real = loop.lm_curves_png
+
+    def fail_on_second(history, name, best):
+        calls.append(len(history))
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(history, name, best)
+
+    monkeypatch.setattr(loop, "lm_curves_png", fail_on_second)
+    config = small_config(tmp_path, tiny_corpus, epochs=2)
+    with pytest.raises(OSError, match="disk full"):
+        train(config)
+    bundle = load_bundle(config.out)  # epoch 1's bundle, whole: hashes check out
+    assert len(bundle.metrics["epochs"]) == 1
+    assert sorted(p.name for p in config.out.parent.iterdir() if "tmp" in p.name) == []
+
+
+def test_list_prints_a_row_per_bundle_and_flags_broken_ones(
+    bundles: Path, tmp_path: Path, capsys
+) -> None:
+    folder = tmp_path / "checkpoints"
+    shutil.copytree(bundles, folder)
+    assert (folder / ".tiny-gru.resume").is_dir()  # hidden resume state: not a bundle
+    (folder / "notes.txt").write_text("not a directory")
+    broken = folder / "broken"
+    shutil.copytree(folder / "tiny-gru", broken)
+    (broken / "weights.safetensors").write_bytes(b"truncated")
+    assert main(["list", str(folder)]) == 1  # a bundle the service could not serve
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        "name", "kind", "arch", "params", "epochs", "best", "epoch", "train", "ppl", "val", "ppl"
+    ]  # fmt: skip
+    assert [line.split()[0] for line in lines[1:]] == ["broken", "sine-mlp", "tiny-gru"]
+    assert "UNREADABLE" in lines[1] and "weights.safetensors does not match its sha256" in lines[1]
+    gru = lines[3].split()
+    metrics = json.loads((folder / "tiny-gru" / "metrics.json").read_text())
+    params = load_bundle(folder / "tiny-gru").config["training"]["parameters"]
+    assert gru[1:5] == ["char-lm", "gru", f"{params:,}", "2"]
+    assert gru[5] == str(metrics["best_epoch"])
+    assert float(gru[7]) == pytest.approx(metrics["best_val_ppl"], abs=1e-3)
+    assert lines[2].split()[1:4] == ["forecaster", "mlp", "61"]
+
+
+def test_list_of_good_bundles_exits_0_and_old_bundles_without_curves_are_listed(
+    bundles: Path, tmp_path: Path, capsys
+) -> None:
+    folder = tmp_path / "old"
+    shutil.copytree(bundles / "tiny-gru", folder / "tiny-gru")
+    config_path = folder / "tiny-gru" / "config.json"
+    config = json.loads(config_path.read_text())
+    del config["files"][CURVES]  # as written before curves.png existed
+    config_path.write_text(json.dumps(config))
+    (folder / "tiny-gru" / CURVES).unlink()
+    assert main(["list", str(folder)]) == 0
+    assert "char-lm" in capsys.readouterr().out
+
+
+def test_list_of_a_missing_or_empty_directory(tmp_path: Path, capsys) -> None:
+    assert main(["list", str(tmp_path / "nowhere")]) == 1
+    assert "not a directory" in capsys.readouterr().err
+    assert main(["list", str(tmp_path)]) == 0
+    assert "no bundles" in capsys.readouterr().out
+
+
+def test_names_the_service_would_skip_are_flagged(tmp_path: Path) -> None:
+    (tmp_path / "My Model").mkdir()
+    rows = list_bundles(tmp_path)
+    assert rows == [BundleRow("My Model", error="not a valid bundle name; the service skips it")]
+    assert "UNREADABLE: not a valid bundle name" in format_table(rows)
