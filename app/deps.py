@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -29,6 +30,7 @@ class Services:
     device: torch.device
     registry: Registry
     jobs: JobRunner
+    decode: ThreadPoolExecutor  # every scheduler's decoding steps (app/jobs.py says why)
     corpora: CorpusCounts
     metrics: Metrics
     forecasts: Forecasts = field(default_factory=lambda: Forecasts({}))

@@ -30,7 +30,7 @@ from app.auth import require_api_key
 from app.corpora import CorpusCounts
 from app.deps import Services
 from app.forecasts import Forecasts
-from app.jobs import JobRunner
+from app.jobs import JobRunner, decode_executor, in_fresh_thread
 from app.metrics import Metrics
 from app.middleware import BodyLimit, RequestLog
 from app.registry import Registry, resolve_device
@@ -61,7 +61,7 @@ Every field below documents its range; errors come as `{"error": {...}}`."""
 
 async def _load(services: Services) -> None:
     registry = services.registry
-    await asyncio.to_thread(registry.load_all)
+    await in_fresh_thread(registry.load_all)
     settings = services.settings
     for name, bundle in registry.language_models().items():
         assert bundle.tokenizer is not None
@@ -72,6 +72,7 @@ async def _load(services: Services) -> None:
             settings.max_batch_size,
             settings.max_queue,
             services.metrics.time_to_first_token.labels(name).observe,
+            services.decode,
         )
         scheduler.start()
         services.schedulers[name] = scheduler
@@ -114,6 +115,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         device=device,
         registry=Registry(settings.checkpoint_dir, device),
         jobs=JobRunner(settings.max_concurrent_scoring),
+        decode=decode_executor(),
         corpora=CorpusCounts(settings),
         metrics=app.state.metrics,
     )
@@ -127,7 +129,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loading.cancel()
         for scheduler in services.schedulers.values():
             await scheduler.stop()
-        services.jobs.shutdown()
+        services.decode.shutdown(wait=True)
 
 
 def _docs(app: FastAPI) -> None:

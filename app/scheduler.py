@@ -43,9 +43,18 @@ class Delta:
 
 @dataclass(eq=False)  # identity semantics: requests key the per-step output
 class Request:
+    """One submitted prefix and its sequences.
+
+    A streamed request hears every step's deltas; any other is handed its deltas only when
+    one of its sequences finishes (`held` keeps them until then), so waiting clients cost
+    the event loop nothing per token.
+    """
+
     prefix_ids: list[int]
     params: list[SamplingParams]
+    stream: bool = True
     queue: asyncio.Queue[list[Delta]] = field(default_factory=asyncio.Queue)
+    held: list[Delta] = field(default_factory=list)
     cancelled: bool = False
     submitted: float = field(default_factory=time.perf_counter)
     started: float | None = None
@@ -72,8 +81,13 @@ class Scheduler:
         max_batch: int,
         max_queue: int,
         on_first_token: Callable[[float], None] | None = None,
+        executor: ThreadPoolExecutor | None = None,
     ) -> None:
-        """`on_first_token(seconds)` hears each request's time from submit to first token."""
+        """`on_first_token(seconds)` hears each request's time from submit to first token.
+
+        `executor` runs the decoding steps (one thread; see app/jobs.py for why the service
+        shares one among all its schedulers); without one the scheduler owns a thread.
+        """
         self.name = name
         self.on_first_token = on_first_token
         self.tokenizer = tokenizer
@@ -83,7 +97,8 @@ class Scheduler:
         self.waiting: deque[Request] = deque()
         self.waiting_rows = 0
         self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"decode-{name}")
+        self._owns_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"decode-{name}")
         self._task: asyncio.Task[None] | None = None
         self.steps = 0
         self.tokens_generated = 0
@@ -106,9 +121,12 @@ class Scheduler:
                 await self._task
         for row in self.rows:
             row.request.cancel()
-        self._executor.shutdown(wait=True)
+        if self._owns_executor:
+            self._executor.shutdown(wait=True)
 
-    def submit(self, prefix_ids: list[int], params: Sequence[SamplingParams]) -> Request:
+    def submit(
+        self, prefix_ids: list[int], params: Sequence[SamplingParams], stream: bool = True
+    ) -> Request:
         """Queue a request of len(params) sequences sharing one prefix."""
         n = len(params)
         if self.waiting_rows + n > self.max_queue + max(0, self.max_batch - len(self.rows)):
@@ -116,7 +134,7 @@ class Scheduler:
                 f"model {self.name!r} is at capacity ({len(self.rows)} decoding, "
                 f"{self.waiting_rows} waiting); retry shortly"
             )
-        request = Request(list(prefix_ids), list(params), remaining=n)
+        request = Request(list(prefix_ids), list(params), stream, remaining=n)
         for i, p in enumerate(params):
             if p.max_new_tokens == 0:  # nothing to decode: answer at once
                 request.queue.put_nowait([Delta(i, "", 0, "length")])
@@ -128,13 +146,16 @@ class Scheduler:
         return request
 
     def submit_all(
-        self, prefixes: Sequence[list[int]], params: Sequence[SamplingParams]
+        self,
+        prefixes: Sequence[list[int]],
+        params: Sequence[SamplingParams],
+        stream: bool = True,
     ) -> list[Request]:
         """One request per prefix, each with `params`: all queued, or none (503)."""
         requests: list[Request] = []
         try:
             for prefix_ids in prefixes:
-                requests.append(self.submit(prefix_ids, params))
+                requests.append(self.submit(prefix_ids, params, stream))
         except Overloaded:
             for request in requests:
                 request.cancel()
@@ -158,7 +179,11 @@ class Scheduler:
                 self.batch.keep(torch.empty(0, dtype=torch.long, device=self.batch.device))
                 continue
             for request, deltas in out.items():
-                request.queue.put_nowait(deltas)
+                if request.stream or any(d.finish_reason is not None for d in deltas):
+                    request.queue.put_nowait(request.held + deltas if request.held else deltas)
+                    request.held = []
+                else:
+                    request.held += deltas
             if self.on_first_token is not None:
                 now = time.perf_counter()
                 for request in admitted:
@@ -183,12 +208,15 @@ class Scheduler:
 
     def _step(self, admitted: list[Request]) -> dict[Request, list[Delta]]:
         """One decoding step (worker thread): join, sample, emit, drop finished, advance."""
+        joining: list[list[SamplingParams]] = []
         for request in admitted:
             live = [i for i, p in enumerate(request.params) if p.max_new_tokens > 0]
-            self.batch.add(request.prefix_ids, [request.params[i] for i in live])
+            joining.append([request.params[i] for i in live])
             for i in live:
                 p = request.params[i]
                 self.rows.append(_Row(request, i, StopTracker(p.stop, p.max_new_tokens)))
+        if admitted:
+            self.batch.add_all([r.prefix_ids for r in admitted], joining)
         if not self.rows:
             return {}
         step = self.batch.sample()

@@ -142,39 +142,58 @@ class DecodeBatch:
     def __len__(self) -> int:
         return self.logits.shape[0]
 
-    @torch.inference_mode()
     def add(self, prefix_ids: Sequence[int], params: Sequence[SamplingParams]) -> None:
         """Encode one prefix in a single forward pass and append a row per `params` entry."""
-        if not prefix_ids:
+        self.add_all([prefix_ids], [params])
+
+    @torch.inference_mode()
+    def add_all(
+        self, prefixes: Sequence[Sequence[int]], params: Sequence[Sequence[SamplingParams]]
+    ) -> None:
+        """Append the rows of several prefixes (one row per params entry), in order.
+
+        Prefixes of equal length are encoded together in one forward pass: requests that
+        join at the same step pay one recurrent-layer call per distinct length, not one each.
+        """
+        if any(not ids for ids in prefixes):
             raise ValueError("prefix must have at least one token")
-        n = len(params)
-        X = torch.tensor([list(prefix_ids)], dtype=torch.long, device=self.device)  # (1, T)
-        logits, state = self.model(X)
-        last = logits[:, -1].float().expand(n, -1)  # (n, V)
-        new_state = tuple(s.expand(-1, n, -1) for s in state)  # each (L, n, H)
-        self.state = (
-            new_state
-            if self.state is None or len(self) == 0
-            else tuple(torch.cat([a, b], dim=1) for a, b in zip(self.state, new_state, strict=True))
-        )
-        self.logits = torch.cat([self.logits, last])
+        by_length: dict[int, list[int]] = {}
+        for i, ids in enumerate(prefixes):
+            by_length.setdefault(len(ids), []).append(i)
+        encoded: list[tuple[Tensor, State]] = [None] * len(prefixes)  # type: ignore[list-item]
+        for members in by_length.values():
+            X = torch.tensor([list(prefixes[i]) for i in members], device=self.device)  # (G, T)
+            logits, state = self.model(X)
+            for j, i in enumerate(members):
+                encoded[i] = (logits[j, -1].float(), tuple(s[:, j : j + 1] for s in state))
+        rows = [len(p) for p in params]
+        last = [logit.expand(n, -1) for (logit, _), n in zip(encoded, rows, strict=True)]
+        states = [
+            tuple(s.expand(-1, n, -1) for s in state)
+            for (_, state), n in zip(encoded, rows, strict=True)
+        ]
+        if self.state is not None and len(self):
+            states.insert(0, self.state)
+        self.state = tuple(torch.cat(parts, dim=1) for parts in zip(*states, strict=True))
+        self.logits = torch.cat([self.logits, *last])
+        flat = [p for group in params for p in group]
 
         def column(values: list[float] | list[int], dtype: torch.dtype) -> Tensor:
             return torch.tensor(values, dtype=dtype, device=self.device)
 
         self.temperature = torch.cat(
-            [self.temperature, column([p.temperature for p in params], torch.float64)]
+            [self.temperature, column([p.temperature for p in flat], torch.float64)]
         )
-        self.top_k = torch.cat([self.top_k, column([p.top_k for p in params], torch.long)])
-        self.top_p = torch.cat([self.top_p, column([p.top_p for p in params], torch.float64)])
-        self.seeds = torch.cat([self.seeds, column([p.seed for p in params], torch.long)])
+        self.top_k = torch.cat([self.top_k, column([p.top_k for p in flat], torch.long)])
+        self.top_p = torch.cat([self.top_p, column([p.top_p for p in flat], torch.float64)])
+        self.seeds = torch.cat([self.seeds, column([p.seed for p in flat], torch.long)])
         self.counters = torch.cat(
-            [self.counters, torch.zeros(n, dtype=torch.long, device=self.device)]
+            [self.counters, torch.zeros(len(flat), dtype=torch.long, device=self.device)]
         )
-        asked = [-1 if p.logprobs is None else p.logprobs for p in params]
+        asked = [-1 if p.logprobs is None else p.logprobs for p in flat]
         self.logprobs = torch.cat([self.logprobs, column(asked, torch.long)])
-        self.all_greedy = self.all_greedy and all(p.temperature == 0 for p in params)
-        self.any_logprobs = self.any_logprobs or any(p.logprobs is not None for p in params)
+        self.all_greedy = self.all_greedy and all(p.temperature == 0 for p in flat)
+        self.any_logprobs = self.any_logprobs or any(p.logprobs is not None for p in flat)
 
     def next_tokens(self) -> Tensor:
         """Sample every row's next token from its current logits -> (B,)."""

@@ -52,7 +52,9 @@ async def create_completion(body: CompletionRequest, services: ServicesDep) -> o
             for e in prompts
         ]
     seed = body.seed if body.seed is not None else secrets.randbelow(MAX_SEED)
-    requests = services.scheduler(name).submit_all([e.ids for e in prompts], body.to_params(seed))
+    requests = services.scheduler(name).submit_all(
+        [e.ids for e in prompts], body.to_params(seed), stream=body.stream
+    )
     out = CompletionFormat(name, tokenizer, body, prompts, scores)
     timeout = services.settings.request_timeout_s
     if body.stream:

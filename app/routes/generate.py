@@ -58,7 +58,7 @@ async def create_generation(body: GenerateRequest, services: ServicesDep) -> obj
         )
     seed = body.seed if body.seed is not None else secrets.randbelow(MAX_SEED)
     started = time.perf_counter()
-    request = services.scheduler(name).submit(encoded.ids, body.to_params(seed))
+    request = services.scheduler(name).submit(encoded.ids, body.to_params(seed), body.stream)
     gen_id = f"gen-{uuid.uuid4().hex[:20]}"
     timeout = services.settings.request_timeout_s
     summary = {"id": gen_id, "model": name, "prefix": encoded.cleaned, "seed": seed}

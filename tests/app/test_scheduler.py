@@ -63,3 +63,31 @@ def test_merged_stream_times_out_and_cancels_every_request(char_tokenizer: Token
         return requests
 
     assert all(r.cancelled for r in run(main()))
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_only_streamed_requests_hear_every_step(char_tokenizer: Tokenizer, stream: bool) -> None:
+    """A plain request is woken once per finished sequence, with the same text."""
+    model = tiny_lm("gru", num_hiddens=32)
+    prefix = char_tokenizer.encode("the ").ids
+    params = [SamplingParams(seed=s, max_new_tokens=5 + 10 * s) for s in range(2)]
+
+    async def main():
+        scheduler = Scheduler("m", model, char_tokenizer, 8, 8)
+        scheduler.start()
+        try:
+            request = scheduler.submit(prefix, params, stream=stream)
+            wakeups, texts = 0, ["", ""]
+            while request.remaining:
+                deltas = await asyncio.wait_for(request.queue.get(), 30)
+                wakeups += 1
+                request.remaining -= sum(d.finish_reason is not None for d in deltas)
+                for d in deltas:
+                    texts[d.index] += d.text
+            return wakeups, texts
+        finally:
+            await scheduler.stop()
+
+    wakeups, texts = run(main())
+    assert texts == [t.text for t in generate(model, prefix, params, char_tokenizer.piece)]
+    assert wakeups == (15 if stream else 2)

@@ -102,6 +102,32 @@ def test_sequences_joining_later_do_not_disturb_others(char_tokenizer: Tokenizer
     assert "".join(out) == alone
 
 
+@pytest.mark.parametrize("arch", ["lstm", "rnn_scratch"])
+def test_prefixes_joining_together_decode_as_alone(char_tokenizer: Tokenizer, arch: str) -> None:
+    """add_all encodes equal-length prefixes in one pass; rows keep their request order."""
+    model = tiny_lm(arch, num_hiddens=24)
+    words = ["the ", "who ", "machine ", "now ", "time "]  # lengths 4, 4, 8, 4, 5
+    prefixes = [char_tokenizer.encode(w).ids for w in words]
+    params = [
+        [SamplingParams(temperature=1.0, seed=i, max_new_tokens=20)] * (1 + i % 2)
+        for i in range(len(words))
+    ]
+    batch = DecodeBatch(model)
+    batch.add_all(prefixes, params)
+    steps = []
+    for _ in range(20):
+        tokens = batch.next_tokens()
+        steps.append(tokens.tolist())
+        batch.feed(tokens)
+    rows = ["".join(char_tokenizer.piece(step[r]) for step in steps) for r in range(len(steps[0]))]
+    alone = [
+        t.text
+        for prefix, p in zip(prefixes, params, strict=True)
+        for t in generate(model, prefix, p, char_tokenizer.piece)
+    ]
+    assert rows == alone
+
+
 def test_greedy_and_sampled_rows_in_one_batch(char_tokenizer: Tokenizer) -> None:
     model = tiny_lm("gru", num_hiddens=32)
     prefix = char_tokenizer.encode("the ").ids
