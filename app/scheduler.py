@@ -45,16 +45,14 @@ class Delta:
 class Request:
     """One submitted prefix and its sequences.
 
-    A streamed request hears every step's deltas; any other is handed its deltas only when
-    one of its sequences finishes (`held` keeps them until then), so waiting clients cost
-    the event loop nothing per token.
+    A streamed request hears every step's deltas; any other hears once per sequence, when
+    it finishes, with the whole text: a waiting client costs no work per token.
     """
 
     prefix_ids: list[int]
     params: list[SamplingParams]
     stream: bool = True
     queue: asyncio.Queue[list[Delta]] = field(default_factory=asyncio.Queue)
-    held: list[Delta] = field(default_factory=list)
     cancelled: bool = False
     submitted: float = field(default_factory=time.perf_counter)
     started: float | None = None
@@ -70,6 +68,7 @@ class _Row:
     request: Request
     index: int
     tracker: StopTracker
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # kept for a plain request
 
 
 class Scheduler:
@@ -179,11 +178,7 @@ class Scheduler:
                 self.batch.keep(torch.empty(0, dtype=torch.long, device=self.batch.device))
                 continue
             for request, deltas in out.items():
-                if request.stream or any(d.finish_reason is not None for d in deltas):
-                    request.queue.put_nowait(request.held + deltas if request.held else deltas)
-                    request.held = []
-                else:
-                    request.held += deltas
+                request.queue.put_nowait(deltas)
             if self.on_first_token is not None:
                 now = time.perf_counter()
                 for request in admitted:
@@ -225,15 +220,21 @@ class Scheduler:
         keep = []
         piece = self.tokenizer.piece
         for r, (row, token) in enumerate(zip(self.rows, tokens.tolist(), strict=True)):
-            if row.request.cancelled:
+            request, tracker = row.request, row.tracker
+            if request.cancelled:
                 continue
-            text = row.tracker.push(piece(token))
-            finish = row.tracker.finish_reason
+            text = tracker.push(piece(token))
+            finish = tracker.finish_reason
             logprobs = [step.logprobs[r]] if r in step.logprobs else []
-            if text or finish or logprobs:
-                out.setdefault(row.request, []).append(
-                    Delta(row.index, text, row.tracker.tokens, finish, logprobs)
-                )
+            if request.stream:
+                if text or finish or logprobs:
+                    delta = Delta(row.index, text, tracker.tokens, finish, logprobs)
+                    out.setdefault(request, []).append(delta)
+            else:
+                row.logprobs += logprobs
+                if finish is not None:
+                    delta = Delta(row.index, tracker.text, tracker.tokens, finish, row.logprobs)
+                    out.setdefault(request, []).append(delta)
             if finish is None:
                 keep.append(r)
         self.steps += 1

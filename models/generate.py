@@ -272,6 +272,13 @@ class StopTracker:
         """Add a token's text; return the newly emittable text (possibly empty)."""
         if self.finished:
             return ""
+        if not self.stop:  # the common case, kept cheap: every piece is final at once
+            self.text += piece
+            self.tokens += 1
+            if self.tokens >= self.max_new_tokens:
+                self.finish_reason = "length"
+            self.emitted = len(self.text)
+            return piece
         start = max(0, len(self.text) - max((len(s) for s in self.stop), default=0) + 1)
         self.text += piece
         self.tokens += 1

@@ -1,7 +1,7 @@
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.text import UNK, Tokenizer, Vocab, clean, clean_corpus, detokenize, tokenize
@@ -89,3 +89,10 @@ def test_pieces_are_one_per_token_and_join_back(level: str) -> None:
 def test_decode_words_and_unknown() -> None:
     tok = Tokenizer(Vocab.build(["the", "time"]), level="word")
     assert tok.decode([1, 2, 0]) == "the time <unk>"
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.text(alphabet="aZ ,.\n\u00e9", min_size=4096, max_size=6000))
+def test_long_texts_clean_like_the_book_regex(text: str) -> None:
+    """Texts past 4 kB take the vectorised path."""
+    assert clean(text) == re.sub("[^A-Za-z]+", " ", text).lower()
