@@ -12,7 +12,8 @@ PY="${PY:-python3}"
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 
-# The default LSTM: the Makefile's `models` recipe with --device cuda.
+# The default LSTM: the Makefile's `models` recipe with --device cuda (TRAIN=0 skips it).
+if [ "${TRAIN:-1}" = 1 ]; then
 "$PY" -m training lm --out checkpoints/char-lstm \
     --arch lstm --num-layers 2 --num-hiddens 384 --embed-size 64 --dropout 0.5 \
     --optimizer adamw --lr 0.002 --weight-decay 0.01 --schedule cosine --batch-size 32 \
@@ -20,6 +21,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 echo "train rc=$?"
 tail -4 "$OUT/train.log"
 tar czf "$OUT/char-lstm.tgz" checkpoints/char-lstm
+fi
 
 {
     "$PY" -m bench.generation --device cuda
