@@ -139,6 +139,7 @@ async def soak(url: str, pid: int, seconds: float, workers: int) -> dict[str, An
         "rss_mb_start": memory[0],
         "rss_mb_max": max(memory),
         "rss_mb_end": memory[-1],
+        "rss_mb_every_30s": [round(m) for m in memory[::15]],
         "first_errors": errors[:5],
     }
     return stats

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.corpora import count_text
 from app.deps import Services, ServicesDep
-from app.errors import responses
+from app.errors import InvalidInput, responses
 from app.plots import MEDIA_TYPES, zipf_plot
 from app.schemas.ngrams import (
     CORPUS_NAME,
@@ -73,6 +73,12 @@ async def count_ngrams(body: NgramRequest, services: ServicesDep) -> NgramRespon
 async def _plot(services: Services, body: NgramPlotRequest) -> Response:
     counter = await _counter(services, body)
     curves = [(f"{n}-gram" if n > 1 else "unigram", counter.counts(n).tolist()) for n in body.n]
+    if not any(counts for _, counts in curves):
+        raise InvalidInput(
+            f"the text has no {body.level} n-grams of order {min(body.n)} or more to plot",
+            param="text",
+            code="nothing_to_plot",
+        )
     title = f"{body.level} n-grams of {body.corpus or 'the posted text'}"
     image = await services.jobs.run(zipf_plot, curves, title, body.format, body.width, body.height)
     return Response(image, media_type=MEDIA_TYPES[body.format])

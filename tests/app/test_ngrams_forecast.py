@@ -86,6 +86,11 @@ def test_zipf_plot_svg_and_post_form(client: TestClient) -> None:
     assert_error(client.get("/v1/ngrams/plot?bogus=1"), 422, "bogus")
     for bad, param in (("n=0", "n.0"), ("n=1&n=7", "n.1"), ("n=1&n=1", "n")):
         assert_error(client.get(f"/v1/ngrams/plot?{bad}"), 422, param)
+    for text in ("0", "!?"):  # no letters: nothing to count, found by fuzzing as a 500
+        r = client.post("/v1/ngrams/plot", json={"text": text, "n": [1, 2]})
+        assert_error(r, 422, "text", "no word n-grams")
+    r = client.post("/v1/ngrams/plot", json={"text": "a", "n": [1, 2]})  # some curve: drawn
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
 
 
 def test_wrong_method_lists_every_allowed_one(client: TestClient) -> None:
