@@ -38,7 +38,8 @@ fmt: install
 	$(PY) -m ruff format .
 
 serve: install
-	$(VENV)/bin/uvicorn --factory app.main:create_app --host $(HOST) --port $(PORT)
+	$(VENV)/bin/uvicorn --factory app.main:create_app --host $(HOST) --port $(PORT) \
+		--timeout-graceful-shutdown 20
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info

@@ -36,7 +36,6 @@ class Settings(BaseSettings):
     max_concurrent_scoring: int = Field(2, ge=1, description="perplexity/n-gram jobs at once")
     request_timeout_s: float = Field(120.0, gt=0, description="per-request time limit")
     max_body_bytes: int = Field(3 * 1024 * 1024, ge=1024, description="largest request body")
-    shutdown_grace_s: float = Field(20.0, ge=0, description="time in-flight requests get")
 
 
 @lru_cache
