@@ -14,8 +14,9 @@ its job is done, taking its team with it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from app.errors import Overloaded
@@ -28,16 +29,23 @@ def decode_executor() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(1, thread_name_prefix="decode")
 
 
-async def in_fresh_thread(fn: Callable[..., T], *args: object) -> T:
-    """Run `fn(*args)` in a thread of its own that exits once it returns."""
+def start_in_fresh_thread(fn: Callable[..., T], *args: object) -> Future[T]:
+    """Start `fn(*args)` in a thread of its own that exits once it returns."""
     executor = ThreadPoolExecutor(1, thread_name_prefix="job")
-    try:
-        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
-    finally:
-        executor.shutdown(wait=False)  # a cancelled wait leaves the job to finish, then exit
+    future = executor.submit(fn, *args)
+    executor.shutdown(wait=False)  # the thread finishes this one job, then exits
+    return future
+
+
+async def in_fresh_thread(fn: Callable[..., T], *args: object) -> T:
+    return await asyncio.wrap_future(start_in_fresh_thread(fn, *args))
 
 
 class JobRunner:
+    """A slot is held until its job's thread is done, not just until its caller stops
+    waiting: a timed-out or disconnected request cannot make room for more CPU work than
+    `slots` while its job still runs (scoring jobs stop at the next segment)."""
+
     def __init__(self, slots: int) -> None:
         self.slots = slots
         self.limit = 3 * slots
@@ -49,7 +57,20 @@ class JobRunner:
             raise Overloaded(f"{self.pending} CPU jobs are running or waiting; retry shortly")
         self.pending += 1
         try:
-            async with self._semaphore:
-                return await in_fresh_thread(fn, *args)
-        finally:
+            await self._semaphore.acquire()
+        except BaseException:
             self.pending -= 1
+            raise
+        loop = asyncio.get_running_loop()
+
+        def finished(_: Future[T]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed first: nothing to free
+                loop.call_soon_threadsafe(self._release)
+
+        future = start_in_fresh_thread(fn, *args)
+        future.add_done_callback(finished)
+        return await asyncio.wrap_future(future)
+
+    def _release(self) -> None:
+        self.pending -= 1
+        self._semaphore.release()
