@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from itertools import accumulate
-from typing import cast
 
 from app.errors import APIError, error_body
 from app.routes.generate import sse
@@ -23,9 +22,8 @@ from app.schemas.completions import (
     CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
-    FinishReason,
 )
-from models.generate import TokenLogprob
+from models.generate import FinishReason, TokenLogprob
 from models.score import Score
 from models.text import Encoded, Tokenizer
 
@@ -116,17 +114,19 @@ class CompletionFormat:
                         index=p * self.n + i,
                         text=head + c.text,
                         logprobs=logprobs,
-                        finish_reason=cast(FinishReason, c.finish_reason or "length"),
+                        finish_reason=c.finish_reason or "length",
                     )
                 )
         return self._response(choices, self._usage(sum(c.tokens for cs in completions for c in cs)))
 
     def _chunk(
-        self, index: int, text: str, logprobs: CompletionLogprobs | None, finish: str | None
+        self,
+        index: int,
+        text: str,
+        logprobs: CompletionLogprobs | None,
+        finish: FinishReason | None,
     ) -> bytes:
-        choice = CompletionChoice(
-            index=index, text=text, logprobs=logprobs, finish_reason=cast(FinishReason, finish)
-        )
+        choice = CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish)
         return sse(self._response([choice], None).model_dump())
 
     async def chunks(

@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 import torch
 
 from app.errors import Overloaded, Timeout
-from models.generate import DecodeBatch, SamplingParams, StopTracker, TokenLogprob
+from models.generate import (
+    DecodeBatch,
+    FinishReason,
+    SamplingParams,
+    StopTracker,
+    TokenLogprob,
+)
 from models.text import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -37,7 +43,7 @@ class Delta:
     index: int
     text: str
     tokens: int
-    finish_reason: str | None = None
+    finish_reason: FinishReason | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
@@ -311,7 +317,7 @@ async def stream_merged(
 class Completion:
     text: str = ""
     tokens: int = 0
-    finish_reason: str | None = None
+    finish_reason: FinishReason | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
 
     def add(self, delta: Delta) -> None:

@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from models.forecast import Forecaster, ForecasterConfig
-from models.rnn import LMConfig, build_model
+from models.rnn import LanguageModel, LMConfig, build_model
 from models.text import Tokenizer, Vocab
 
 FORMAT_VERSION = 1
@@ -136,6 +136,8 @@ def save_bundle(
     kind = _kind_of(model, tokenizer)
     # Unwrap torch.compile so the saved keys never carry an `_orig_mod.` prefix.
     module = getattr(model, "_orig_mod", model)
+    if not isinstance(module, LanguageModel | Forecaster):
+        raise BundleError(name, f"cannot save a {type(module).__name__}")
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     files = {WEIGHTS: save(tensors), METRICS: _json_bytes(metrics or {}), **extra_files}
     if tokenizer is not None:
@@ -270,6 +272,7 @@ def load_bundle(path: Path, device: torch.device | str = "cpu") -> Bundle:
             tokenizer = Tokenizer(vocab, spec["level"], spec["line_join"])
         except (ValueError, KeyError, TypeError) as exc:
             raise BundleError(name, f"bad vocabulary or tokenizer: {exc}") from exc
+        assert isinstance(model, LanguageModel)  # what _BUILDERS makes for an LM kind
         if len(vocab) != model.config.vocab_size or f"{tokenizer.level}-lm" != kind:
             raise BundleError(name, "vocabulary does not match the model")
     try:

@@ -59,7 +59,8 @@ class Forecaster(nn.Module):
                 nn.init.xavier_uniform_(m.weight)
 
     def forward(self, X: Tensor) -> Tensor:
-        return self.net(X).squeeze(-1)  # (N, tau) -> (N,)
+        out: Tensor = self.net(X)
+        return out.squeeze(-1)  # (N, tau) -> (N,)
 
 
 def sine_series(T: int = 1000, noise: float = 0.2, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -86,10 +87,10 @@ def fit_forecaster(x: Tensor, config: SineConfig) -> tuple[Forecaster, list[floa
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     history = []
     for _ in range(config.epochs):
-        for idx in torch.randperm(len(X), generator=g).split(config.batch_size):
+        for idx in torch.split(torch.randperm(len(X), generator=g), config.batch_size):
             loss = nn.functional.mse_loss(model(X[idx]), y[idx])
             optimizer.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
         with torch.no_grad():
             history.append(float(nn.functional.mse_loss(model(X), y)))

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from models.rnn import LanguageModel, State
 from models.score import logprobs_and_top
+
+# Why a completion ended; "error" only from a server whose decoding step failed.
+FinishReason = Literal["length", "stop", "error"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -266,7 +270,7 @@ class StopTracker:
         self.text = ""
         self.tokens = 0
         self.emitted = 0
-        self.finish_reason: str | None = None
+        self.finish_reason: FinishReason | None = None
 
     def push(self, piece: str) -> str:
         """Add a token's text; return the newly emittable text (possibly empty)."""

@@ -84,7 +84,9 @@ def clip_gradients(params: Iterable[nn.Parameter], theta: float) -> Tensor:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.zeros(())
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    norm: Tensor = torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(g) for g in grads])
+    )
     scale = (theta / (norm + 1e-6)).clamp(max=1.0)
     torch._foreach_mul_(grads, scale)
     return norm
@@ -184,7 +186,7 @@ def train_epoch(
         logits, state = model(X, state)
         loss = token_nll(logits, Y).mean()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         clip_gradients(model.parameters(), config.clip)
         optimizer.step()
         loss_sum += loss.detach() * Y.numel()

@@ -19,15 +19,16 @@ def train_sine(config: SineConfig, out: Path) -> dict[str, Any]:
     _, x = sine_series(config.T, config.noise, config.seed)
     model, history = fit_forecaster(x, config)
     _, result = run_experiment(config, model)
+    epochs = [{"epoch": i + 1, "train_mse": mse} for i, mse in enumerate(history)]
     metrics = {
-        "epochs": [{"epoch": i + 1, "train_mse": mse} for i, mse in enumerate(history)],
+        "epochs": epochs,
         "one_step_mse": result.one_step.mse,
         "multi_step_mse": result.multi_step.mse,
         "k_step_mse": {str(k): p.mse for k, p in result.k_step.items()},
     }
-    for record in metrics["epochs"]:
+    for record in epochs:
         log.info("epoch %d train mse %.4f", record["epoch"], record["train_mse"])
-    curves = sine_curves_png(metrics["epochs"], Path(out).name)
+    curves = sine_curves_png(epochs, Path(out).name)
     save_bundle(
         out, model, training={"sine": asdict(config)}, metrics=metrics, extra_files={CURVES: curves}
     )

@@ -7,6 +7,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
@@ -61,7 +62,12 @@ async def create_generation(body: GenerateRequest, services: ServicesDep) -> obj
     request = services.scheduler(name).submit(encoded.ids, body.to_params(seed), body.stream)
     gen_id = f"gen-{uuid.uuid4().hex[:20]}"
     timeout = services.settings.request_timeout_s
-    summary = {"id": gen_id, "model": name, "prefix": encoded.cleaned, "seed": seed}
+    summary: dict[str, Any] = {
+        "id": gen_id,
+        "model": name,
+        "prefix": encoded.cleaned,
+        "seed": seed,
+    }
 
     if body.stream:
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
@@ -26,7 +26,9 @@ from app.schemas.ngrams import (
 from models.ngrams import MAX_N, NgramCounter, zipf_fit
 
 router = APIRouter(prefix="/v1/ngrams", tags=["n-grams"])
-IMAGE = {200: {"content": {"image/png": {}, "image/svg+xml": {}}, "description": "the figure"}}
+IMAGE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}, "image/svg+xml": {}}, "description": "the figure"}
+}
 
 
 async def _counter(services: Services, body: NgramRequest) -> NgramCounter:

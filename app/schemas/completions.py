@@ -22,7 +22,7 @@ from app.schemas.generate import (
     MAX_STOP_CHARS,
     choice_params,
 )
-from models.generate import SamplingParams
+from models.generate import FinishReason, SamplingParams
 from models.text import clean
 
 MAX_PROMPTS = 16
@@ -31,7 +31,6 @@ MAX_LOGPROBS = 5
 MAX_USER_CHARS = 256
 MAX_LOGIT_BIAS = 300
 
-FinishReason = Literal["stop", "length", "error"]
 Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PREFIX_CHARS)]
 StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
 

@@ -5,7 +5,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from app.schemas import StrictRequest, Text, Usage, model_field
-from models.generate import SamplingParams
+from models.generate import FinishReason, SamplingParams
 
 MAX_PREFIX_CHARS = 4000
 MAX_NEW_TOKENS = 2000
@@ -80,7 +80,7 @@ class Choice(StrictRequest):
     index: int
     text: str
     tokens: int
-    finish_reason: Literal["length", "stop", "error"]
+    finish_reason: FinishReason
 
 
 class Timing(StrictRequest):
