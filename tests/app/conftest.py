@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -151,15 +152,22 @@ def start_server(checkpoint_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="session")
-def server(checkpoint_dir: Path) -> Iterator[str]:
-    """The base URL of a live server shared by the end-to-end tests."""
+@contextlib.contextmanager
+def running_server(checkpoint_dir: Path) -> Iterator[str]:
+    """A live server's base URL for the block; the process is stopped after it."""
     process, url = start_server(checkpoint_dir)
     try:
         yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def server(checkpoint_dir: Path) -> Iterator[str]:
+    """The base URL of a live server shared by the end-to-end tests."""
+    with running_server(checkpoint_dir) as url:
+        yield url
 
 
 def active_sequences(url: str) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.app.conftest import checkpoint_dir, start_server  # noqa: F401  (fixture re-use)
+from tests.app.conftest import checkpoint_dir, running_server  # noqa: F401  (fixture re-use)
 
 pytestmark = pytest.mark.browser
 
@@ -70,12 +70,8 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 def url(request: pytest.FixtureRequest) -> Iterator[str]:
     served = os.environ.get("RNNLM_BROWSER_CHECKPOINTS")
     bundles = Path(served) if served else request.getfixturevalue("checkpoint_dir")
-    process, base = start_server(bundles)
-    try:
+    with running_server(bundles) as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
