@@ -2,8 +2,9 @@
 
 Counting is vectorised over integer token keys with numpy and gives exactly the tables
 `collections.Counter` gives, in its order: by count, ties by first occurrence. Token keys
-are global (a char's byte; a word's letters packed 5 bits each, or a side table for words
-longer than 12 letters), so a large file can be counted chunk by chunk and merged.
+are global (a char's byte; a word of up to 7 letters its bytes as one little-endian
+integer; a longer word an id in the counter's side table), so a large file can be counted
+chunk by chunk and merged.
 """
 
 from __future__ import annotations
@@ -20,8 +21,13 @@ from models.text import Level, clean
 
 MAX_N = 6
 _SPACE = 32
-_PACKED_LETTERS = 12  # 12 letters x 5 bits = 60-bit keys
-_LONG_WORD = 1 << 62  # longer words (rare): a side-table id above every packed key
+_SHORT_WORD = 7  # letters that fit one key: 7 ASCII bytes < 2**56
+_LONG_WORD = 1 << 62  # longer words: a side-table id above every short word's key
+# _LOW_BYTES[k]: the low k bytes of a uint64 (k = 8: all of it).
+_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd: multiplying by it mod 2**64 is a bijection
+_MIX2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_MIX3 = np.uint64(0x165667B19E3779F9)
 
 Keys = NDArray[np.int64]
 Ints = NDArray[np.int64]
@@ -77,9 +83,17 @@ def _group(keys: Ints) -> _Groups:
         packed = np.sort((keys << bits) | np.arange(M, dtype=np.int64))
         sorted_keys, positions = packed >> bits, packed & ((1 << bits) - 1)
         packed_keys = sorted_keys
-    else:
-        positions = np.argsort(keys)
-        sorted_keys = keys[positions]
+    else:  # wide keys: group by a (63 - bits)-bit hash when no two distinct keys share one
+        hashed = ((keys.view(np.uint64) * _MIX) >> np.uint64(bits + 1)).view(np.int64)
+        packed = np.sort((hashed << bits) | np.arange(M, dtype=np.int64))
+        sorted_hashes, positions = packed >> bits, packed & ((1 << bits) - 1)
+        by_key = keys[positions]
+        same = sorted_hashes[1:] == sorted_hashes[:-1]
+        if np.array_equal(by_key[1:][same], by_key[:-1][same]):
+            sorted_keys = packed_keys = sorted_hashes
+        else:  # a collision (about 1 in 10**9 per pair of distinct keys): sort the keys
+            positions = np.argsort(keys)
+            sorted_keys = keys[positions]
     new_group = np.empty(M, dtype=bool)
     new_group[:1] = True
     np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=new_group[1:])
@@ -115,7 +129,8 @@ class NgramCounter:
         self.max_n = max_n
         self.tokens = 0
         self._tail: Keys = np.empty(0, dtype=np.int64)
-        self._long_words: dict[str, int] = {}
+        self._long_ids: dict[bytes, int] = {}  # a long word's letters -> its side-table id
+        self._long_words: list[str] = []  # side-table id -> word
         self._counts: dict[int, _Counts] = {}
 
     def update(self, cleaned: str) -> None:
@@ -165,36 +180,66 @@ class NgramCounter:
         self._counts[n] = _Counts(rows[groups.first], counts, first)
 
     def _keys(self, cleaned: str) -> Keys:
-        """Token keys: a char's byte; a word's letters packed 5 bits each, or a side-table id."""
+        """Token keys: a char's byte; a short word's bytes as an integer, a long word's id.
+
+        Each word's first 8 bytes are read in one gather through an unaligned uint64 view
+        of the text, then cut to the word's length.
+        """
         data = np.frombuffer(cleaned.encode("ascii"), dtype=np.uint8)
         if self.level == "char":
             return data.astype(np.int64)
-        is_letter = np.empty(len(data) + 2, dtype=np.int8)
-        is_letter[0] = is_letter[-1] = 0
-        np.not_equal(data, _SPACE, out=is_letter[1:-1].view(bool))
-        edges = np.flatnonzero(np.diff(is_letter))
-        starts, ends = edges[0::2], edges[1::2]
-        lengths = ends - starts
-        padded = np.append(data, np.zeros(_PACKED_LETTERS, dtype=np.uint8))
-        keys = np.zeros(len(starts), dtype=np.int64)
-        for j in range(_PACKED_LETTERS):  # Horner's rule, one letter column at a time
-            letter = padded[starts + j].astype(np.int64) - 96
-            keys = np.where(j < lengths, (keys << 5) | letter, keys)
-        for i in np.flatnonzero(lengths > _PACKED_LETTERS):
-            word = cleaned[starts[i] : ends[i]]
-            keys[i] = _LONG_WORD | self._long_words.setdefault(word, len(self._long_words))
+        bounds = np.concatenate(([-1], np.flatnonzero(data == _SPACE), [len(data)]))
+        starts, lengths = bounds[:-1] + 1, np.diff(bounds) - 1
+        starts, lengths = starts[lengths > 0], lengths[lengths > 0]
+        padded = np.zeros(len(data) + 16, dtype=np.uint8)
+        padded[: len(data)] = data
+        windows = np.ndarray((len(data) + 9,), dtype="<u8", buffer=padded, strides=(1,))
+        keys: Keys = (windows[starts] & _LOW_BYTES[np.minimum(lengths, 8)]).view(np.int64)
+        long = np.flatnonzero(lengths > _SHORT_WORD)
+        if len(long):
+            keys[long] = _LONG_WORD | self._long_word_ids(windows, starts[long], lengths[long])
         return keys
+
+    def _long_word_ids(self, windows: NDArray[np.uint64], starts: Ints, lengths: Ints) -> Ints:
+        """Side-table ids of long words, new words added in order of first appearance.
+
+        Words up to 24 letters are read as three 8-byte integers and grouped by a hash of
+        the three, checked exact (every word of a group equal to its first); longer ones,
+        and any chunk where the check fails, one by one.
+        """
+        ids = np.full(len(starts), -1, dtype=np.int64)
+        mid = np.flatnonzero(lengths <= 24)
+        if len(mid):
+            parts = [
+                windows[starts[mid] + 8 * j] & _LOW_BYTES[np.clip(lengths[mid] - 8 * j, 0, 8)]
+                for j in range(3)
+            ]
+            mixed = (parts[0] * _MIX) ^ (parts[1] * _MIX2) ^ (parts[2] * _MIX3)
+            groups = _group((mixed >> np.uint64(2)).view(np.int64))
+            representative = groups.first[groups.inverse]
+            if all(np.array_equal(p, p[representative]) for p in parts):
+                distinct_ids = np.empty(len(groups.first), dtype=np.int64)
+                for g in np.argsort(groups.first):  # ids in order of first appearance
+                    word = b"".join(int(p[groups.first[g]]).to_bytes(8, "little") for p in parts)
+                    distinct_ids[g] = self._long_id(word.rstrip(b"\0"))
+                ids[mid] = distinct_ids[groups.inverse]
+        for i in np.flatnonzero(ids < 0):
+            letters = windows[starts[i] + np.arange(0, lengths[i], 8)].tobytes()  # 8 per read
+            ids[i] = self._long_id(letters[: lengths[i]])
+        return ids
+
+    def _long_id(self, word: bytes) -> int:
+        word_id = self._long_ids.setdefault(word, len(self._long_ids))
+        if word_id == len(self._long_words):
+            self._long_words.append(word.decode("ascii"))
+        return word_id
 
     def _token(self, key: int) -> str:
         if self.level == "char":
             return chr(key)
         if key & _LONG_WORD:
-            return next(w for w, i in self._long_words.items() if i == key & ~_LONG_WORD)
-        letters = bytearray()
-        while key:
-            letters.append(96 + (key & 31))
-            key >>= 5
-        return letters[::-1].decode("ascii")
+            return self._long_words[key & ~_LONG_WORD]
+        return key.to_bytes(8, "little").rstrip(b"\0").decode("ascii")
 
     def counts(self, n: int) -> Ints:
         """All counts of the n-gram table, largest first."""

@@ -66,7 +66,13 @@ def reference(tokens: list[str], n: int) -> Counter:
 
 
 words = st.lists(
-    st.sampled_from(["a", "b", "the", "time", "internationalisation", "x"]), max_size=80
+    st.sampled_from(
+        [
+            *("a", "b", "x", "the", "time", "seventy", "nineteen", "traveller"),
+            *("internationalisation", "pneumonoultramicroscopicsilicovolcanoconiosis"),
+        ]
+    ),
+    max_size=80,
 )
 
 
