@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models import ngrams
 from models.ngrams import MAX_N, NgramCounter, clean_chunks, count_file, zipf_fit
 from models.text import clean, clean_corpus
 
@@ -111,6 +112,40 @@ def test_streaming_a_file_equals_counting_it_whole(book_path, tmp_path) -> None:
     for n in range(1, 5):
         assert counter.table(n, 300) == whole.table(n, 300)
     assert "".join(clean_chunks(text.splitlines(keepends=True), 5000)) == clean_corpus(text)
+
+
+def test_a_large_vocabulary_renumbers_codes_and_stays_exact() -> None:
+    """1500 distinct words: a 6-gram code would outgrow int64 beside the position bits."""
+    rng = np.random.default_rng(0)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    vocab = ["".join(rng.choice(letters, rng.integers(1, 14))) for _ in range(1500)]
+    tokens = [vocab[i] for i in rng.zipf(1.2, 4000) % len(vocab)]
+    counter = NgramCounter("word", MAX_N)
+    counter.update(" ".join(tokens))
+    for n in (1, 2, 5, 6):
+        ref = reference(tokens, n)
+        assert [(e.tokens, e.count) for e in counter.table(n, 100).entries] == ref.most_common(100)
+
+
+def test_hash_collisions_fall_back_to_exact_grouping(monkeypatch) -> None:
+    """With every hash equal, both checked-hash paths notice and still count exactly."""
+    for name in ("_MIX", "_MIX2", "_MIX3"):
+        monkeypatch.setattr(ngrams, name, np.uint64(0))
+    keys = np.array([5, 1 << 62, 5, 3 << 61, 1 << 62, 5], dtype=np.int64)  # wide: hashed
+    groups = ngrams._group(keys)
+    assert dict(zip(groups.first.tolist(), groups.counts.tolist(), strict=True)) == {
+        0: 3,
+        1: 2,
+        3: 1,
+    }
+    text = "internationalisation nineteen traveller a traveller travellers a nineteen"
+    tokens = text.split(" ")
+    counter = NgramCounter("word", 2)
+    counter.update(text)
+    for n in (1, 2):
+        assert as_pairs(counter, n, 10) == [
+            (k if n > 1 else k[0], c) for k, c in reference(tokens, n).most_common()
+        ]
 
 
 def test_zipf_fit_recovers_the_exponent() -> None:
