@@ -7,8 +7,10 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import TypeAdapter, ValidationError
 
 from app.main import create_app
+from app.schemas import Text
 from tests.app.conftest import assert_error, make_settings, wait_ready
 
 
@@ -47,6 +49,19 @@ def test_control_characters_name_the_field(client: TestClient) -> None:
     r = client.post("/v1/perplexity", json={"text": "ok\x07 text"})
     assert_error(r, 422, "text", "U+0007", "position 2")
     assert client.post("/v1/perplexity", json={"text": "tabs\tand\nnewlines"}).status_code == 200
+
+
+@pytest.mark.parametrize("tail", ["", " and \u00e9t\u00e9"])  # the ASCII fast path and the regex
+def test_exactly_the_control_characters_are_refused(tail: str) -> None:
+    text = TypeAdapter(Text)
+    for code in range(128):
+        allowed = chr(code) in "\t\n\r" or 0x20 <= code < 0x7F
+        value = f"ok{chr(code)}{tail}"
+        if allowed:
+            assert text.validate_python(value) == value
+        else:
+            with pytest.raises(ValidationError, match=f"U\\+{code:04X} at position 2"):
+                text.validate_python(value)
 
 
 def test_api_key_guards_v1_only(checkpoint_dir) -> None:
