@@ -13,9 +13,9 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from itertools import accumulate
 
-from app.errors import APIError, error_body
-from app.routes.generate import sse
-from app.scheduler import Completion, Delta
+from app import sse
+from app.errors import APIError
+from app.scheduler import Delta
 from app.schemas import Usage
 from app.schemas.completions import (
     CompletionChoice,
@@ -23,6 +23,7 @@ from app.schemas.completions import (
     CompletionRequest,
     CompletionResponse,
 )
+from app.streams import Completion
 from models.generate import FinishReason, TokenLogprob
 from models.score import Score
 from models.text import Encoded, Tokenizer
@@ -86,12 +87,7 @@ class CompletionFormat:
         return self.prompts[p].cleaned, self.prompt_logprobs[p] if self.prompt_logprobs else None
 
     def _usage(self, completion_tokens: int) -> Usage:
-        prompt_tokens = sum(len(e.ids) for e in self.prompts)
-        return Usage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
-        )
+        return Usage.of(sum(len(e.ids) for e in self.prompts), completion_tokens)
 
     def _response(self, choices: list[CompletionChoice], usage: Usage | None) -> CompletionResponse:
         return CompletionResponse(
@@ -127,7 +123,7 @@ class CompletionFormat:
         finish: FinishReason | None,
     ) -> bytes:
         choice = CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish)
-        return sse(self._response([choice], None).model_dump())
+        return sse.event(self._response([choice], None).model_dump())
 
     async def chunks(
         self, merged: AsyncIterator[tuple[int, list[Delta]]], include_usage: bool
@@ -152,11 +148,11 @@ class CompletionFormat:
                     tokens[index] = d.tokens
                     yield self._chunk(index, d.text, logprobs, d.finish_reason)
         except APIError as exc:
-            yield sse(error_body(exc.message, exc.type, exc.param, exc.code))
+            yield sse.error_event(exc)
         else:
             if include_usage:
-                yield sse(self._response([], self._usage(sum(tokens.values()))).model_dump())
-        yield b"data: [DONE]\n\n"
+                yield sse.event(self._response([], self._usage(sum(tokens.values()))).model_dump())
+        yield sse.DONE
 
 
 def _join(a: CompletionLogprobs, b: CompletionLogprobs) -> CompletionLogprobs:

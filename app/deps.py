@@ -1,18 +1,21 @@
-"""What routes share, built once in the lifespan and reached through `ServicesDep`."""
+"""What routes share, built once in the lifespan: `ServicesDep` for the services, and a
+`LanguageModel` dependency per request body for the model the request names."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from functools import cache
+from typing import Annotated, Any, Protocol
 
 import torch
 from fastapi import Depends, Request
 
 from app.corpora import CorpusCounts
-from app.errors import Overloaded, Timeout
+from app.errors import NotFound, Overloaded, Timeout
 from app.forecasts import Forecasts
 from app.jobs import JobRunner
 from app.metrics import Metrics
@@ -22,6 +25,18 @@ from app.settings import Settings
 from models.bundle import Bundle
 from models.rnn import LanguageModel
 from models.score import Score, score_ids
+from models.text import Tokenizer
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A language model ready to serve: its bundle, network, tokenizer and scheduler."""
+
+    name: str
+    bundle: Bundle
+    model: LanguageModel
+    tokenizer: Tokenizer
+    scheduler: Scheduler
 
 
 @dataclass
@@ -34,23 +49,29 @@ class Services:
     corpora: CorpusCounts
     metrics: Metrics
     forecasts: Forecasts = field(default_factory=lambda: Forecasts({}))
-    schedulers: dict[str, Scheduler] = field(default_factory=dict)
+    language_models: dict[str, ServedModel] = field(default_factory=dict)
     default_lm: str | None = None
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
     draining: bool = False
 
-    def scheduler(self, name: str) -> Scheduler:
-        return self.schedulers[name]
+    @property
+    def schedulers(self) -> dict[str, Scheduler]:
+        return {name: lm.scheduler for name, lm in self.language_models.items()}
 
-    async def score(
-        self, name: str, bundle: Bundle, ids: list[int], first: int, **options: Any
-    ) -> Score:
+    def language_model(self, name: str | None) -> ServedModel:
+        """The named LM, or the default one; 404 listing the available LMs otherwise."""
+        name = name or self.default_lm
+        if name is None:
+            raise NotFound("no language model is loaded", param="model", code="model_not_found")
+        if name not in self.language_models:
+            raise self.registry.not_found(name, self.language_models)
+        return self.language_models[name]
+
+    async def score(self, lm: ServedModel, ids: list[int], first: int, **options: Any) -> Score:
         """`score_ids` on a scoring worker within the request time limit, counted in metrics."""
-        model = bundle.model
-        assert isinstance(model, LanguageModel)
         stop = threading.Event()
         job = self.jobs.run(
-            lambda: score_ids(model, ids, first, should_stop=stop.is_set, **options)
+            lambda: score_ids(lm.model, ids, first, should_stop=stop.is_set, **options)
         )
         limit = self.settings.request_timeout_s
         try:
@@ -60,7 +81,7 @@ class Services:
             raise Timeout(
                 f"scoring ran past the {limit:g} s request limit", code="timeout"
             ) from None
-        self.metrics.tokens_scored.labels(name).inc(score.count)
+        self.metrics.tokens_scored.labels(lm.name).inc(score.count)
         return score
 
 
@@ -74,3 +95,25 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+class NamesAModel(Protocol):
+    """A request body that may name a language model (None: the default one)."""
+
+    @property
+    def model(self) -> str | None: ...
+
+
+@cache
+def language_model_of(body_type: type[NamesAModel]) -> Callable[..., Awaitable[ServedModel]]:
+    """A dependency resolving the model a `body_type` request names.
+
+    Its parameter has the name and type of the route's body parameter (`body`), so the
+    request keeps one JSON body: `Annotated[ServedModel, Depends(language_model_of(...))]`.
+    """
+
+    async def dependency(body: Any, services: ServicesDep) -> ServedModel:
+        return services.language_model(body.model)
+
+    dependency.__annotations__["body"] = body_type
+    return dependency

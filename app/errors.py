@@ -1,22 +1,50 @@
-"""Exceptions of the service and their one JSON error shape, registered once in create_app.
+"""Exceptions of the service, and their one JSON error shape, registered once in create_app.
 
-Every error body is {"error": {"message", "type", "param", "code"}} (OpenAI's shape), so
-the same clients that read OpenAI errors read ours.
+Every error body is an `ErrorResponse`, {"error": {"message", "type", "param", "code"}}
+(OpenAI's shape), so the same clients that read OpenAI errors read ours. The engine's own
+exceptions (app/scheduler.py) are mapped to their HTTP answers here too.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from app.scheduler import QueueFull
+
 log = logging.getLogger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
+
+
+def error_response(
+    status: int,
+    message: str,
+    type_: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorResponse(error=ErrorDetail(message=message, type=type_, param=param, code=code))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
 class APIError(Exception):
@@ -32,6 +60,11 @@ class APIError(Exception):
     ) -> None:
         super().__init__(message)
         self.message, self.param, self.code, self.headers = message, param, code, headers
+
+    def response(self) -> JSONResponse:
+        return error_response(
+            self.status, self.message, self.type, self.param, self.code, self.headers
+        )
 
 
 class InvalidInput(APIError):
@@ -63,10 +96,6 @@ class Unauthorized(APIError):
     type = "authentication_error"
 
 
-def error_body(message: str, type_: str, param: str | None, code: str | None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
 def _location(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path")]
     return ".".join(parts) or "body"
@@ -74,33 +103,25 @@ def _location(loc: tuple[Any, ...]) -> str:
 
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, APIError)
-    return JSONResponse(
-        error_body(exc.message, exc.type, exc.param, exc.code),
-        status_code=exc.status,
-        headers=exc.headers,
-    )
+    return exc.response()
+
+
+async def _queue_full(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, QueueFull)
+    return Overloaded(f"{exc}; retry shortly").response()
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
-        return JSONResponse(
-            error_body(
-                "request body is not valid JSON", "invalid_request_error", "body", "json_invalid"
-            ),
-            status_code=400,
+        return error_response(
+            400, "request body is not valid JSON", param="body", code="json_invalid"
         )
     messages = [f"{_location(tuple(e['loc']))}: {e['msg']}" for e in errors]
     first = errors[0] if errors else {"loc": ("body",), "type": "invalid"}
-    return JSONResponse(
-        error_body(
-            "; ".join(messages),
-            "invalid_request_error",
-            _location(tuple(first["loc"])),
-            str(first.get("type")),
-        ),
-        status_code=422,
+    return error_response(
+        422, "; ".join(messages), param=_location(tuple(first["loc"])), code=str(first.get("type"))
     )
 
 
@@ -122,48 +143,22 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     headers = dict(getattr(exc, "headers", None) or {})
     if exc.status_code == 405:
         headers["Allow"] = _allowed_methods(request)
-    return JSONResponse(
-        error_body(str(exc.detail), "invalid_request_error", None, str(exc.status_code)),
-        status_code=exc.status_code,
-        headers=headers,
+    return error_response(
+        exc.status_code, str(exc.detail), code=str(exc.status_code), headers=headers
     )
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(
-        error_body("internal error", "server_error", None, "internal_error"), status_code=500
-    )
+    return error_response(500, "internal error", "server_error", code="internal_error")
 
 
 def register(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(QueueFull, _queue_full)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
-
-
-def json_error_bytes(status_message: str, type_: str, code: str) -> bytes:
-    """For middleware that answers before FastAPI's handlers run."""
-    return json.dumps(error_body(status_message, type_, None, code)).encode()
-
-
-ERROR_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "error": {
-            "type": "object",
-            "properties": {
-                "message": {"type": "string"},
-                "type": {"type": "string"},
-                "param": {"type": ["string", "null"]},
-                "code": {"type": ["string", "null"]},
-            },
-            "required": ["message", "type", "param", "code"],
-        }
-    },
-    "required": ["error"],
-}
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -177,7 +172,4 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         503: "Overloaded or not ready; retry after the Retry-After seconds",
         504: "The request ran past its time limit",
     }
-    return {
-        s: {"description": text[s], "content": {"application/json": {"schema": ERROR_SCHEMA}}}
-        for s in statuses
-    }
+    return {s: {"description": text[s], "model": ErrorResponse} for s in statuses}

@@ -5,10 +5,9 @@ that a request is refused at once with 503 and Retry-After, never queued without
 
 Threads and torch: every thread that runs torch ops keeps its own OpenMP team of workers
 for as long as it lives, and on a small machine a second live team slows the first one
-(measured here, 2 vCPU: a 64-row decoding step went from 1.8 to 3.0 ms once two idle job
-threads had run a forward pass). So decoding has one long-lived thread (`decode_executor`,
-shared by every model's scheduler), and everything else runs in a thread that exits when
-its job is done, taking its team with it.
+(docs/benchmarks.md has the figures). So decoding has one long-lived thread
+(`decode_executor`, shared by every model's scheduler), and everything else runs in a
+thread that exits when its job is done, taking its team with it.
 """
 
 from __future__ import annotations

@@ -1,16 +1,16 @@
 """The application factory: `uvicorn --factory app.main:create_app`.
 
-`create_app(settings)` wires settings, exception handlers, middleware, routers and the
-offline Swagger UI. The lifespan loads the bundles in the background (so /health answers
-at once and /ready says 503 until they are on the device), starts one generation scheduler
-per language model, and on shutdown refuses new work and lets in-flight requests finish.
+`create_app(settings)` wires settings, exception handlers, middleware, routers, and
+Swagger UI and ReDoc served from the app's own assets (fastapi-offline: no CDN). The
+lifespan loads the bundles in the background (so /health answers at once and /ready says
+503 until they are on the device), starts one generation scheduler per language model,
+and on shutdown refuses new work and lets in-flight requests finish.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.metadata
-import importlib.resources
 import logging
 import signal
 import threading
@@ -21,14 +21,13 @@ from types import FrameType
 import torch
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from app import errors
 from app.auth import require_api_key
 from app.corpora import CorpusCounts
-from app.deps import Services
+from app.deps import ServedModel, Services
 from app.forecasts import Forecasts
 from app.jobs import JobRunner, decode_executor, in_fresh_thread
 from app.metrics import Metrics
@@ -48,6 +47,7 @@ from app.routes import (
 )
 from app.scheduler import Scheduler
 from app.settings import Settings, get_settings
+from models.rnn import LanguageModel
 
 log = logging.getLogger("app")
 
@@ -64,18 +64,20 @@ async def _load(services: Services) -> None:
     await in_fresh_thread(registry.load_all)
     settings = services.settings
     for name, bundle in registry.language_models().items():
-        assert bundle.tokenizer is not None
+        assert isinstance(bundle.model, LanguageModel) and bundle.tokenizer is not None
         scheduler = Scheduler(
-            name,
-            bundle.model,
-            bundle.tokenizer,
-            settings.max_batch_size,
-            settings.max_queue,
-            services.metrics.time_to_first_token.labels(name).observe,
-            services.decode,
+            name=name,
+            model=bundle.model,
+            tokenizer=bundle.tokenizer,
+            max_batch=settings.max_batch_size,
+            max_queue=settings.max_queue,
+            executor=services.decode,
+            on_first_token=services.metrics.time_to_first_token.labels(name).observe,
         )
         scheduler.start()
-        services.schedulers[name] = scheduler
+        services.language_models[name] = ServedModel(
+            name, bundle, bundle.model, bundle.tokenizer, scheduler
+        )
     services.forecasts = Forecasts(registry.ready("forecaster"))
     services.default_lm = registry.default_lm(settings.default_model)
     services.loaded.set()
@@ -132,31 +134,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services.decode.shutdown(wait=True)
 
 
-def _docs(app: FastAPI) -> None:
-    """Swagger UI and ReDoc from assets served by the app itself: no CDN needed."""
-    static = importlib.resources.files("fastapi_offline") / "static"
-    app.mount("/static/docs", StaticFiles(directory=str(static)), name="docs-static")
-
-    @app.get("/docs", include_in_schema=False)
-    async def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json",
-            title="rnnlm - Swagger UI",
-            swagger_js_url="/static/docs/swagger-ui-bundle.js",
-            swagger_css_url="/static/docs/swagger-ui.css",
-            swagger_favicon_url="/static/docs/favicon.png",
-        )
-
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc() -> HTMLResponse:
-        return get_redoc_html(
-            openapi_url=app.openapi_url or "/openapi.json",
-            title="rnnlm - ReDoc",
-            redoc_js_url="/static/docs/redoc.standalone.js",
-            redoc_favicon_url="/static/docs/favicon.png",
-        )
-
-
 def package_version() -> str:
     """The installed version; a source checkout run without `pip install` still starts."""
     try:
@@ -177,13 +154,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    app = FastAPI(
+    app = FastAPIOffline(
         title="rnnlm",
         version=package_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
+        static_url="/static/docs",
     )
     app.state.settings = settings
     app.state.metrics = Metrics(lambda: getattr(app.state, "services", None))
@@ -194,7 +170,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     guard = [Depends(require_api_key)] if settings.api_key is not None else []
     for module in (models, generate, completions, tokenize, perplexity, ngrams, forecast):
         app.include_router(module.router, dependencies=guard)
-    _docs(app)
     _playground(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:

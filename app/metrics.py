@@ -10,24 +10,34 @@ several apps live in one process, as they do in the tests.
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from app.deps import Services
+from app.registry import Registry
+from app.scheduler import Scheduler
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BUNDLE_STATES = ("ready", "failed")
 
 
+class Observed(Protocol):
+    """What the scrape-time metrics read (the lifespan's services)."""
+
+    @property
+    def schedulers(self) -> Mapping[str, Scheduler]: ...
+
+    @property
+    def registry(self) -> Registry: ...
+
+
 class Metrics:
-    def __init__(self, services: Callable[[], Services | None]) -> None:
-        """`services` returns the lifespan's Services, or None before it has started."""
+    def __init__(self, observed: Callable[[], Observed | None]) -> None:
+        """`observed` returns what to read at scrape time, or None before the lifespan."""
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "rnnlm_http_requests",
@@ -55,14 +65,14 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
-        self.registry.register(_Sampled(services))
+        self.registry.register(_Sampled(observed))
 
 
 class _Sampled(Collector):
     """Values read from the live schedulers and registry at scrape time."""
 
-    def __init__(self, services: Callable[[], Services | None]) -> None:
-        self.services = services
+    def __init__(self, observed: Callable[[], Observed | None]) -> None:
+        self.observed = observed
 
     def collect(self) -> Iterator[Metric]:
         generated = CounterMetricFamily(
@@ -84,15 +94,15 @@ class _Sampled(Collector):
             "Bundles found in the checkpoint directory, by state",
             labels=["state"],
         )
-        services = self.services()
+        observed = self.observed()
         states: Tally[str] = Tally()
-        if services is not None:
-            for name, scheduler in sorted(services.schedulers.items()):
+        if observed is not None:
+            for name, scheduler in sorted(observed.schedulers.items()):
                 generated.add_metric([name], scheduler.tokens_generated)
                 steps.add_metric([name], scheduler.steps)
                 queue.add_metric([name], scheduler.queued)
                 batch.add_metric([name], scheduler.active)
-            states.update(e.state for e in services.registry.entries.values())
+            states.update(e.state for e in observed.registry.entries.values())
         for state in BUNDLE_STATES:
             bundles.add_metric([state], states[state])
         yield from (generated, steps, queue, batch, bundles)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -16,6 +17,10 @@ from models.forecast import ForecastResult
 
 DPI = 100
 MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
+# OpenAPI: what a plot route answers.
+IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {t: {} for t in MEDIA_TYPES.values()}, "description": "the figure"}
+}
 
 
 def render(fig: Figure, fmt: str, width: int, height: int) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import torch
 
 from app.errors import NotFound
 from models.bundle import Bundle, BundleError, is_valid_name, load_bundle
-from models.rnn import num_parameters
+from models.rnn import LanguageModel, num_parameters
 
 log = logging.getLogger(__name__)
 
@@ -73,21 +74,30 @@ class Registry:
         }
 
     def language_models(self) -> dict[str, Bundle]:
-        return {n: b for n, b in self.ready().items() if b.kind.endswith("-lm")}
+        """The ready bundles that generate and score text (any kind with that interface)."""
+        return {
+            n: b
+            for n, b in self.ready().items()
+            if isinstance(b.model, LanguageModel) and b.tokenizer is not None
+        }
 
-    def get(self, name: str, kinds: tuple[str, ...], param: str = "model") -> Bundle:
-        """The ready bundle `name` of one of `kinds`, or a 404 that lists the known names."""
+    def get(self, name: str) -> Bundle:
+        """The ready bundle `name`, or a 404 that lists the ready ones."""
         entry = self.entries.get(name)
-        candidates = sorted(n for n, b in self.ready().items() if b.kind in kinds)
-        if entry is None or entry.bundle is None or entry.bundle.kind not in kinds:
-            why = f" ({entry.reason})" if entry is not None and entry.reason else ""
-            known = ", ".join(candidates) or "none"
-            raise NotFound(
-                f"model {name!r} is not available{why}; available: {known}",
-                param=param,
-                code="model_not_found",
-            )
+        if entry is None or entry.bundle is None:
+            raise self.not_found(name, self.ready())
         return entry.bundle
+
+    def not_found(self, name: str, available: Iterable[str]) -> NotFound:
+        """The 404 for `name`: why it is not served (if it failed), and what is."""
+        entry = self.entries.get(name)
+        why = f" ({entry.reason})" if entry is not None and entry.reason else ""
+        known = ", ".join(sorted(available)) or "none"
+        return NotFound(
+            f"model {name!r} is not available{why}; available: {known}",
+            param="model",
+            code="model_not_found",
+        )
 
     def default_lm(self, configured: str | None) -> str | None:
         lms = self.language_models()

@@ -1,9 +1,18 @@
-"""Continuous batching for one language model (DESIGN.md, "Serving many requests").
+"""Continuous batching for one language model: the engine.
 
 One asyncio task per model loops: admit waiting requests (their prefixes are encoded as
-they join), run one batched step for every active sequence in a worker thread, and hand
-each request its new text. Sequences join and leave between steps. The waiting line is
-bounded; past it `submit` raises `Overloaded` (503 with Retry-After).
+they join), run one batched step for every active sequence on the decode thread, and put
+each request's new text on its queue. Sequences join and leave between steps. The waiting
+line is bounded: past it `submit` raises `QueueFull`.
+
+The engine knows nothing of HTTP or of its consumers: app/streams.py reads a request's
+deltas for the routes (streamed, merged, collected, under a time limit) and app/errors.py
+maps `QueueFull` to a 503.
+
+Where to extend it:
+- how a row picks its next token: `SamplingParams` and `DecodeBatch` (models/generate.py),
+  vectorised over the batch; the engine passes each row's params through untouched;
+- how a row's tokens become text: the per-row `Detokenizer` that `detokenizer()` makes.
 """
 
 from __future__ import annotations
@@ -13,13 +22,13 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
-from app.errors import Overloaded, Timeout
 from models.generate import (
     DecodeBatch,
     FinishReason,
@@ -27,9 +36,18 @@ from models.generate import (
     StopTracker,
     TokenLogprob,
 )
+from models.rnn import LanguageModel
 from models.text import Tokenizer
 
 log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    """The model's batch and waiting line have no room for the request's sequences."""
+
+    def __init__(self, model: str, active: int, waiting: int) -> None:
+        super().__init__(f"model {model!r} is at capacity ({active} decoding, {waiting} waiting)")
+        self.model, self.active, self.waiting = model, active, waiting
 
 
 @dataclass
@@ -47,12 +65,30 @@ class Delta:
     logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
+class Detokenizer(Protocol):
+    """Turns one row's tokens into text, one token at a time (it may hold text back)."""
+
+    def push(self, token: int) -> str: ...
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """Each token's own text: exact for tokenizers whose tokens are characters or words."""
+
+    tokenizer: Tokenizer
+
+    def push(self, token: int) -> str:
+        return self.tokenizer.piece(token)
+
+
 @dataclass(eq=False)  # identity semantics: requests key the per-step output
 class Request:
-    """One submitted prefix and its sequences.
+    """One submitted prefix and its sequences, one per `params` entry.
 
     A streamed request hears every step's deltas; any other hears once per sequence, when
-    it finishes, with the whole text: a waiting client costs no work per token.
+    it finishes, with the whole text: a waiting client costs no work per token. A sequence
+    asked for no tokens (`max_new_tokens == 0`) is answered at submit and never decoded;
+    `live` lists the others.
     """
 
     prefix_ids: list[int]
@@ -62,7 +98,9 @@ class Request:
     cancelled: bool = False
     submitted: float = field(default_factory=time.perf_counter)
     started: float | None = None
-    remaining: int = 0
+
+    def __post_init__(self) -> None:
+        self.live = [i for i, p in enumerate(self.params) if p.max_new_tokens > 0]
 
     def cancel(self) -> None:
         """Stop decoding at the next step (client gone, timeout)."""
@@ -74,30 +112,33 @@ class _Row:
     request: Request
     index: int
     tracker: StopTracker
+    detokenizer: Detokenizer
     logprobs: list[TokenLogprob] = field(default_factory=list)  # kept for a plain request
 
 
 class Scheduler:
     def __init__(
         self,
+        *,
         name: str,
-        model: torch.nn.Module,
+        model: LanguageModel,
         tokenizer: Tokenizer,
         max_batch: int,
         max_queue: int,
-        on_first_token: Callable[[float], None] | None = None,
         executor: ThreadPoolExecutor | None = None,
+        on_first_token: Callable[[float], None] | None = None,
     ) -> None:
-        """`on_first_token(seconds)` hears each request's time from submit to first token.
+        """`max_batch` sequences decode at once and up to `max_queue` more wait.
 
-        `executor` runs the decoding steps (one thread; see app/jobs.py for why the service
+        `executor` runs the decoding steps (one thread; app/jobs.py says why the service
         shares one among all its schedulers); without one the scheduler owns a thread.
+        `on_first_token(seconds)` hears each request's time from submit to first token.
         """
         self.name = name
-        self.on_first_token = on_first_token
         self.tokenizer = tokenizer
         self.max_batch, self.max_queue = max_batch, max_queue
-        self.batch = DecodeBatch(model)  # type: ignore[arg-type]
+        self.on_first_token = on_first_token
+        self.batch = DecodeBatch(model)
         self.rows: list[_Row] = []
         self.waiting: deque[Request] = deque()
         self.waiting_rows = 0
@@ -116,6 +157,10 @@ class Scheduler:
     def queued(self) -> int:
         return self.waiting_rows
 
+    def detokenizer(self) -> Detokenizer:
+        """A new row's detokenizer."""
+        return Pieces(self.tokenizer)
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"scheduler-{self.name}")
 
@@ -130,38 +175,32 @@ class Scheduler:
             self._executor.shutdown(wait=True)
 
     def submit(
-        self, prefix_ids: list[int], params: Sequence[SamplingParams], stream: bool = True
+        self, prefix_ids: list[int], params: Sequence[SamplingParams], *, stream: bool = True
     ) -> Request:
-        """Queue a request of len(params) sequences sharing one prefix."""
-        n = len(params)
-        if self.waiting_rows + n > self.max_queue + max(0, self.max_batch - len(self.rows)):
-            raise Overloaded(
-                f"model {self.name!r} is at capacity ({len(self.rows)} decoding, "
-                f"{self.waiting_rows} waiting); retry shortly"
-            )
-        request = Request(list(prefix_ids), list(params), stream, remaining=n)
-        for i, p in enumerate(params):
-            if p.max_new_tokens == 0:  # nothing to decode: answer at once
+        """Queue a request of len(params) sequences sharing one prefix; QueueFull if full."""
+        request = Request(list(prefix_ids), list(params), stream)
+        room = self.max_queue + max(0, self.max_batch - len(self.rows))
+        if self.waiting_rows + len(request.live) > room:
+            raise QueueFull(self.name, len(self.rows), self.waiting_rows)
+        live = set(request.live)
+        for i in range(len(params)):
+            if i not in live:
                 request.queue.put_nowait([Delta(i, "", 0, "length")])
-                request.remaining -= 1
-        if request.remaining:
+        if live:
             self.waiting.append(request)
-            self.waiting_rows += request.remaining
+            self.waiting_rows += len(live)
             self._wake.set()
         return request
 
     def submit_all(
-        self,
-        prefixes: Sequence[list[int]],
-        params: Sequence[SamplingParams],
-        stream: bool = True,
+        self, prefixes: Sequence[list[int]], params: Sequence[SamplingParams], *, stream: bool
     ) -> list[Request]:
-        """One request per prefix, each with `params`: all queued, or none (503)."""
+        """One request per prefix, each with `params`: all queued, or none (QueueFull)."""
         requests: list[Request] = []
         try:
             for prefix_ids in prefixes:
-                requests.append(self.submit(prefix_ids, params, stream))
-        except Overloaded:
+                requests.append(self.submit(prefix_ids, params, stream=stream))
+        except QueueFull:
             for request in requests:
                 request.cancel()
             raise
@@ -195,41 +234,44 @@ class Scheduler:
         room = self.max_batch - len(self.rows)
         while self.waiting and room > 0:
             request = self.waiting[0]
-            live = [i for i, p in enumerate(request.params) if p.max_new_tokens > 0]
-            if len(live) > room and self.rows:
+            if len(request.live) > room and self.rows:
                 break  # wait for room rather than split a request across steps
             self.waiting.popleft()
-            self.waiting_rows -= len(live)
+            self.waiting_rows -= len(request.live)
             if request.cancelled:
                 continue
             request.started = time.perf_counter()
             admitted.append(request)
-            room -= len(live)
+            room -= len(request.live)
         return admitted
 
-    def _step(self, admitted: list[Request]) -> dict[Request, list[Delta]]:
-        """One decoding step (worker thread): join, sample, emit, drop finished, advance."""
-        joining: list[list[SamplingParams]] = []
+    def _join(self, admitted: list[Request]) -> None:
+        """Encode the admitted prefixes and give each live sequence its row."""
         for request in admitted:
-            live = [i for i, p in enumerate(request.params) if p.max_new_tokens > 0]
-            joining.append([request.params[i] for i in live])
-            for i in live:
+            for i in request.live:
                 p = request.params[i]
-                self.rows.append(_Row(request, i, StopTracker(p.stop, p.max_new_tokens)))
+                tracker = StopTracker(p.stop, p.max_new_tokens)
+                self.rows.append(_Row(request, i, tracker, self.detokenizer()))
+        self.batch.add_all(
+            [r.prefix_ids for r in admitted],
+            [[r.params[i] for i in r.live] for r in admitted],
+        )
+
+    def _step(self, admitted: list[Request]) -> dict[Request, list[Delta]]:
+        """One decoding step (decode thread): join, sample, emit, drop finished, advance."""
         if admitted:
-            self.batch.add_all([r.prefix_ids for r in admitted], joining)
+            self._join(admitted)
         if not self.rows:
             return {}
         step = self.batch.sample()
         tokens = step.tokens
         out: dict[Request, list[Delta]] = {}
         keep = []
-        piece = self.tokenizer.piece
         for r, (row, token) in enumerate(zip(self.rows, tokens.tolist(), strict=True)):
             request, tracker = row.request, row.tracker
             if request.cancelled:
                 continue
-            text = tracker.push(piece(token))
+            text = tracker.push(row.detokenizer.push(token))
             finish = tracker.finish_reason
             logprobs = [step.logprobs[r]] if r in step.logprobs else []
             if request.stream:
@@ -253,93 +295,3 @@ class Scheduler:
         if self.rows:
             self.batch.feed(tokens)
         return out
-
-
-async def stream_deltas(request: Request, timeout: float) -> AsyncIterator[list[Delta]]:
-    """Yield a request's deltas as steps produce them, until every sequence has finished.
-
-    Raises Timeout (and cancels the work) when the request runs past `timeout` seconds;
-    leaving early (a client that disconnects) cancels it too.
-    """
-    deadline = request.submitted + timeout
-    try:
-        while request.remaining > 0:
-            left = deadline - time.perf_counter()
-            try:
-                deltas = await asyncio.wait_for(request.queue.get(), timeout=max(left, 0.0))
-            except TimeoutError:
-                raise Timeout(
-                    f"generation ran past the {timeout:g} s request limit", code="timeout"
-                ) from None
-            request.remaining -= sum(1 for d in deltas if d.finish_reason is not None)
-            yield deltas
-    finally:
-        if request.remaining > 0:
-            request.cancel()
-
-
-async def stream_merged(
-    requests: Sequence[Request], timeout: float
-) -> AsyncIterator[tuple[int, list[Delta]]]:
-    """Several requests' deltas, interleaved as steps produce them: (request position, deltas).
-
-    An error in any of them (a Timeout) ends the whole stream; leaving early, or an error,
-    cancels every request still decoding.
-    """
-    queue: asyncio.Queue[tuple[int, list[Delta] | None] | Exception] = asyncio.Queue()
-
-    async def pump(i: int, request: Request) -> None:
-        try:
-            async for deltas in stream_deltas(request, timeout):
-                queue.put_nowait((i, deltas))
-            queue.put_nowait((i, None))
-        except Exception as exc:  # handed to the consumer, which raises it
-            queue.put_nowait(exc)
-
-    tasks = [asyncio.create_task(pump(i, r)) for i, r in enumerate(requests)]
-    try:
-        running = len(tasks)
-        while running:
-            item = await queue.get()
-            if isinstance(item, Exception):
-                raise item
-            i, deltas = item
-            if deltas is None:
-                running -= 1
-            else:
-                yield i, deltas
-    finally:
-        for task in tasks:
-            task.cancel()
-
-
-@dataclass
-class Completion:
-    text: str = ""
-    tokens: int = 0
-    finish_reason: FinishReason | None = None
-    logprobs: list[TokenLogprob] = field(default_factory=list)
-
-    def add(self, delta: Delta) -> None:
-        self.text += delta.text
-        self.tokens = max(self.tokens, delta.tokens)
-        self.finish_reason = delta.finish_reason or self.finish_reason
-        self.logprobs += delta.logprobs
-
-
-async def collect(request: Request, timeout: float) -> list[Completion]:
-    """Wait for every sequence of a request; the completions in choice order."""
-    out = [Completion() for _ in request.params]
-    async for deltas in stream_deltas(request, timeout):
-        for d in deltas:
-            out[d.index].add(d)
-    return out
-
-
-async def collect_all(requests: Sequence[Request], timeout: float) -> list[list[Completion]]:
-    """`collect` for several requests at once, under one shared time limit."""
-    out = [[Completion() for _ in r.params] for r in requests]
-    async for i, deltas in stream_merged(requests, timeout):
-        for d in deltas:
-            out[i][d.index].add(d)
-    return out

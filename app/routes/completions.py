@@ -8,23 +8,26 @@ same code as `/v1/perplexity`; generated tokens' come from the decoder's own log
 from __future__ import annotations
 
 import secrets
+from typing import Annotated
 
-from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends
 
+from app import sse, streams
 from app.completions import CompletionFormat
-from app.deps import ServicesDep
+from app.deps import ServedModel, ServicesDep, language_model_of
 from app.errors import InvalidInput
-from app.routes.generate import STREAMING_RESPONSES, language_model
-from app.scheduler import collect_all, stream_merged
 from app.schemas.completions import CompletionRequest, CompletionResponse
 from app.schemas.generate import MAX_SEED
 
 router = APIRouter(prefix="/v1/completions", tags=["openai"])
 
 
-@router.post("", response_model=CompletionResponse, responses=STREAMING_RESPONSES)
-async def create_completion(body: CompletionRequest, services: ServicesDep) -> object:
+@router.post("", response_model=CompletionResponse, responses=sse.STREAMING_RESPONSES)
+async def create_completion(
+    body: CompletionRequest,
+    lm: Annotated[ServedModel, Depends(language_model_of(CompletionRequest))],
+    services: ServicesDep,
+) -> object:
     """Complete each prompt `n` times (OpenAI's legacy completions API).
 
     Prompts are cleaned with the bundle's rule (non-letters to spaces, lower case) and the
@@ -34,10 +37,7 @@ async def create_completion(body: CompletionRequest, services: ServicesDep) -> o
     chunks arrive as tokens do, then `data: [DONE]`. Unsupported OpenAI fields are accepted
     only at their neutral values (see the schema).
     """
-    name, bundle = language_model(services, body.model)
-    tokenizer = bundle.tokenizer
-    assert tokenizer is not None
-    prompts = [tokenizer.encode(p) for p in body.prompts()]
+    prompts = [lm.tokenizer.encode(p) for p in body.prompts()]
     empty = [i for i, e in enumerate(prompts) if not e.ids]
     if empty:
         raise InvalidInput(
@@ -46,19 +46,16 @@ async def create_completion(body: CompletionRequest, services: ServicesDep) -> o
     scores = None
     if body.echo and body.logprobs is not None:
         scores = [
-            await services.score(
-                name, bundle, e.ids, 1, return_logprobs=True, top_logprobs=body.logprobs
-            )
+            await services.score(lm, e.ids, 1, return_logprobs=True, top_logprobs=body.logprobs)
             for e in prompts
         ]
     seed = body.seed if body.seed is not None else secrets.randbelow(MAX_SEED)
-    requests = services.scheduler(name).submit_all(
+    requests = lm.scheduler.submit_all(
         [e.ids for e in prompts], body.to_params(seed), stream=body.stream
     )
-    out = CompletionFormat(name, tokenizer, body, prompts, scores)
+    out = CompletionFormat(lm.name, lm.tokenizer, body, prompts, scores)
     timeout = services.settings.request_timeout_s
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
-        chunks = out.chunks(stream_merged(requests, timeout), usage)
-        return StreamingResponse(chunks, media_type="text/event-stream")
-    return out.response(await collect_all(requests, timeout))
+        return sse.response(out.chunks(streams.merged(requests, timeout), usage))
+    return out.response(await streams.collect(requests, timeout))

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from app.deps import ServicesDep
 from app.errors import responses
-from app.plots import MEDIA_TYPES, forecast_plot
+from app.plots import IMAGE_RESPONSES, MEDIA_TYPES, forecast_plot
 from app.schemas.forecast import (
     ForecastPlotRequest,
     ForecastRequest,
@@ -51,10 +51,7 @@ async def create_forecast(body: ForecastRequest, services: ServicesDep) -> Forec
 @router.post(
     "/plot",
     response_class=Response,
-    responses={
-        200: {"content": {"image/png": {}, "image/svg+xml": {}}, "description": "the figure"},
-        **responses(400, 401, 413, 422, 503),
-    },
+    responses={**IMAGE_RESPONSES, **responses(400, 401, 413, 422, 503)},
 )
 async def plot_forecast(body: ForecastPlotRequest, services: ServicesDep) -> Response:
     """The book's figures: data, 1-step, multi-step, k-step, or all four."""

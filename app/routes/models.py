@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from app.deps import ServicesDep
 from app.errors import responses
 from app.registry import describe
-from models.bundle import KINDS
+from app.schemas import ResponseBody
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
-class ModelCard(BaseModel):
+class ModelCard(ResponseBody):
     id: str
     object: Literal["model"] = "model"
     created: int = Field(description="when the service loaded the bundle (unix seconds)")
@@ -31,13 +31,13 @@ class ModelCard(BaseModel):
     config: dict[str, Any]
 
 
-class ModelList(BaseModel):
+class ModelList(ResponseBody):
     object: Literal["list"] = "list"
     data: list[ModelCard]
 
 
 def _card(services: ServicesDep, name: str) -> ModelCard:
-    bundle = services.registry.get(name, KINDS)
+    bundle = services.registry.get(name)
     entry = services.registry.entries[name]
     return ModelCard(
         id=name,

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from app.corpora import count_text
 from app.deps import Services, ServicesDep
 from app.errors import InvalidInput, responses
-from app.plots import MEDIA_TYPES, zipf_plot
+from app.plots import IMAGE_RESPONSES, MEDIA_TYPES, zipf_plot
+from app.schemas import PlotOptions
 from app.schemas.ngrams import (
     CORPUS_NAME,
     NgramEntryOut,
@@ -26,9 +27,6 @@ from app.schemas.ngrams import (
 from models.ngrams import MAX_N, NgramCounter, zipf_fit
 
 router = APIRouter(prefix="/v1/ngrams", tags=["n-grams"])
-IMAGE: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"image/png": {}, "image/svg+xml": {}}, "description": "the figure"}
-}
 
 
 async def _counter(services: Services, body: NgramRequest) -> NgramCounter:
@@ -86,15 +84,12 @@ async def _plot(services: Services, body: NgramPlotRequest) -> Response:
     return Response(image, media_type=MEDIA_TYPES[body.format])
 
 
-class PlotQuery(BaseModel):
+class PlotQuery(PlotOptions):
     model_config = ConfigDict(extra="forbid")
 
     corpus: str = Field("timemachine", pattern=CORPUS_NAME, description="a named corpus")
     level: Literal["word", "char"] = "word"
     n: list[Order] = Field([1, 2, 3], description=f"orders, each 1..{MAX_N}")
-    format: Literal["png", "svg"] = "png"
-    width: int = Field(640, ge=200, le=2000, description="pixels")
-    height: int = Field(480, ge=150, le=2000, description="pixels")
 
     @field_validator("n")
     @classmethod
@@ -102,7 +97,9 @@ class PlotQuery(BaseModel):
         return check_orders(n)
 
 
-@router.get("/plot", response_class=Response, responses={**IMAGE, **responses(401, 404, 422, 503)})
+@router.get(
+    "/plot", response_class=Response, responses={**IMAGE_RESPONSES, **responses(401, 404, 422, 503)}
+)
 async def plot_ngrams(query: Annotated[PlotQuery, Query()], services: ServicesDep) -> Response:
     """The book's log-log plot of frequency against rank, one curve per n, for a corpus."""
     body = NgramPlotRequest.model_validate(query.model_dump(), strict=False)
@@ -110,7 +107,9 @@ async def plot_ngrams(query: Annotated[PlotQuery, Query()], services: ServicesDe
 
 
 @router.post(
-    "/plot", response_class=Response, responses={**IMAGE, **responses(400, 401, 404, 413, 422, 503)}
+    "/plot",
+    response_class=Response,
+    responses={**IMAGE_RESPONSES, **responses(400, 401, 404, 413, 422, 503)},
 )
 async def plot_ngrams_of_text(body: NgramPlotRequest, services: ServicesDep) -> Response:
     """The same figure for posted text (or a named corpus), PNG or SVG."""

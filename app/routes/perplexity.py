@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from app.deps import ServicesDep
+from fastapi import APIRouter, Depends
+
+from app.deps import ServedModel, ServicesDep, language_model_of
 from app.errors import InvalidInput, responses
-from app.routes.generate import language_model
 from app.schemas.perplexity import PerplexityRequest, PerplexityResponse, TokenLogprob
 
 router = APIRouter(prefix="/v1/perplexity", tags=["scoring"])
@@ -15,17 +16,18 @@ router = APIRouter(prefix="/v1/perplexity", tags=["scoring"])
 @router.post(
     "", response_model=PerplexityResponse, responses=responses(400, 401, 404, 413, 422, 503, 504)
 )
-async def score_perplexity(body: PerplexityRequest, services: ServicesDep) -> PerplexityResponse:
+async def score_perplexity(
+    body: PerplexityRequest,
+    lm: Annotated[ServedModel, Depends(language_model_of(PerplexityRequest))],
+    services: ServicesDep,
+) -> PerplexityResponse:
     """Score `text` token by token, each token predicted from everything before it.
 
     `context` (joined to the text as given: include a separating space) is read first and
     not scored; without it the text's first token has nothing to be predicted from and is
     not scored. Unknown tokens count as `<unk>`.
     """
-    name, bundle = language_model(services, body.model)
-    tokenizer = bundle.tokenizer
-    assert tokenizer is not None
-    context, text = tokenizer.encode(body.context), tokenizer.encode(body.text)
+    context, text = lm.tokenizer.encode(body.context), lm.tokenizer.encode(body.text)
     ids = context.ids + text.ids
     first = len(context.ids) if context.ids else 1
     if len(ids) <= first:
@@ -34,16 +36,16 @@ async def score_perplexity(body: PerplexityRequest, services: ServicesDep) -> Pe
             param="text",
             code="too_short",
         )
-    score = await services.score(name, bundle, ids, first, return_logprobs=body.return_tokens)
+    score = await services.score(lm, ids, first, return_logprobs=body.return_tokens)
     tokens = None
     if body.return_tokens:
-        vocab = tokenizer.vocab
+        vocab = lm.tokenizer.vocab
         tokens = [
             TokenLogprob(token=vocab.idx_to_token[i], logprob=lp)
             for i, lp in zip(ids[first:], score.token_logprobs or [], strict=True)
         ]
     return PerplexityResponse(
-        model=name,
+        model=lm.name,
         perplexity=score.perplexity,
         cross_entropy=score.cross_entropy,
         bits_per_token=score.bits_per_token,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from app.deps import ServicesDep
+from fastapi import APIRouter, Depends
+
+from app.deps import ServedModel, language_model_of
 from app.errors import InvalidInput, responses
-from app.routes.generate import language_model
 from app.schemas.tokenize import (
     DetokenizeRequest,
     DetokenizeResponse,
@@ -20,35 +21,35 @@ ERRORS = responses(400, 401, 404, 413, 422, 503)
 
 
 @router.post("/tokenize", response_model=TokenizeResponse, responses=ERRORS)
-async def tokenize_text(body: TokenizeRequest, services: ServicesDep) -> TokenizeResponse:
+async def tokenize_text(
+    body: TokenizeRequest,
+    lm: Annotated[ServedModel, Depends(language_model_of(TokenizeRequest))],
+) -> TokenizeResponse:
     """Clean `text` with the bundle's rule and map its tokens to ids (unknown ones to 0)."""
-    name, bundle = language_model(services, body.model)
-    tokenizer = bundle.tokenizer
-    assert tokenizer is not None
-    encoded = tokenizer.encode(body.text)
+    encoded = lm.tokenizer.encode(body.text)
     return TokenizeResponse(
-        model=name,
+        model=lm.name,
         cleaned=encoded.cleaned,
         ids=encoded.ids,
-        tokens=tokenize(encoded.cleaned, tokenizer.level),
+        tokens=tokenize(encoded.cleaned, lm.tokenizer.level),
         count=len(encoded.ids),
         unknown_tokens=encoded.unknown,
     )
 
 
 @router.post("/detokenize", response_model=DetokenizeResponse, responses=ERRORS)
-async def detokenize_ids(body: DetokenizeRequest, services: ServicesDep) -> DetokenizeResponse:
+async def detokenize_ids(
+    body: DetokenizeRequest,
+    lm: Annotated[ServedModel, Depends(language_model_of(DetokenizeRequest))],
+) -> DetokenizeResponse:
     """The text of token ids: characters joined, or words joined by single spaces."""
-    name, bundle = language_model(services, body.model)
-    tokenizer = bundle.tokenizer
-    assert tokenizer is not None
-    size = len(tokenizer.vocab)
+    size = len(lm.tokenizer.vocab)
     bad = [i for i, t in enumerate(body.ids) if t >= size]
     if bad:
         raise InvalidInput(
-            f"ids.{bad[0]}: {body.ids[bad[0]]} is not a token of {name!r} "
+            f"ids.{bad[0]}: {body.ids[bad[0]]} is not a token of {lm.name!r} "
             f"(its ids are 0 to {size - 1})",
             param=f"ids.{bad[0]}",
             code="id_out_of_range",
         )
-    return DetokenizeResponse(model=name, text=tokenizer.decode(body.ids))
+    return DetokenizeResponse(model=lm.name, text=lm.tokenizer.decode(body.ids))

@@ -1,14 +1,15 @@
 """Request and response models, one module per feature (matching app/routes/).
 
-Requests are strict (no string-to-number coercion), reject unknown fields, and carry a
-description, bounds and a working example on every field: that text is the Swagger UI
-documentation and the 422 messages.
+Requests (`StrictRequest`) are strict (no string-to-number coercion), reject unknown
+fields, and carry a description, bounds and a working example on every field: that text
+is the Swagger UI documentation and the 422 messages. Responses (`ResponseBody`) are
+built by the service itself and only describe what it sends.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -20,8 +21,8 @@ _PRINTABLE_ASCII = b"\t\n\r" + bytes(range(0x20, 0x7F))
 def _no_control_characters(value: str) -> str:
     """Text is cleaned to letters anyway, but control bytes mean the client sent binary.
 
-    ASCII text is checked by deleting every allowed byte (7x the regex's speed on 2 MB);
-    the regex then finds where the first bad character is.
+    ASCII text is checked by deleting every allowed byte, which is cheaper than the regex
+    on large texts (docs/benchmarks.md); the regex then finds where the bad character is.
     """
     if value.isascii() and not value.encode("ascii").translate(None, _PRINTABLE_ASCII):
         return value
@@ -41,10 +42,30 @@ class StrictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-class Usage(BaseModel):
+class ResponseBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Usage(ResponseBody):
     prompt_tokens: int = Field(description="tokens read (prefix or context)")
     completion_tokens: int = Field(description="tokens generated or scored")
     total_tokens: int
+
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
+        return cls(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
+
+
+class PlotOptions(BaseModel):
+    """A figure's format and size; a route whose figures are larger overrides the size."""
+
+    format: Literal["png", "svg"] = Field("png", description="image format")
+    width: int = Field(640, ge=200, le=2000, description="pixels")
+    height: int = Field(480, ge=150, le=2000, description="pixels")
 
 
 def model_field(description: str = "bundle name; default: the service's default LM") -> object:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from app.schemas import StrictRequest, Usage, model_field
+from app.schemas import ResponseBody, StrictRequest, Usage, model_field
 from app.schemas.generate import (
     MAX_N,
     MAX_NEW_TOKENS,
@@ -165,7 +165,7 @@ class CompletionRequest(StrictRequest):
         )
 
 
-class CompletionLogprobs(BaseModel):
+class CompletionLogprobs(ResponseBody):
     """OpenAI's legacy logprobs object: parallel lists, one entry per token."""
 
     tokens: list[str] = Field(description="each token's text (a word keeps its leading space)")
@@ -176,7 +176,7 @@ class CompletionLogprobs(BaseModel):
     text_offset: list[int] = Field(description="where each token starts in the choice's text")
 
 
-class CompletionChoice(BaseModel):
+class CompletionChoice(ResponseBody):
     index: int = Field(description="prompt index x n + choice within the prompt")
     text: str
     logprobs: CompletionLogprobs | None
@@ -185,7 +185,7 @@ class CompletionChoice(BaseModel):
     )
 
 
-class CompletionResponse(BaseModel):
+class CompletionResponse(ResponseBody):
     """A completion, or (streaming) one chunk of one."""
 
     id: str

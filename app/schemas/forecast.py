@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from app.schemas import StrictRequest
+from app.schemas import PlotOptions, ResponseBody, StrictRequest
 from models.forecast import SineConfig
 
 MAX_T = 4000
@@ -59,18 +59,18 @@ class ForecastRequest(StrictRequest):
         )
 
 
-class PredictionsOut(StrictRequest):
+class PredictionsOut(ResponseBody):
     time: list[float]
     values: list[float]
     mse: float = Field(description="mean squared error against the series at the same times")
 
 
-class SeriesOut(StrictRequest):
+class SeriesOut(ResponseBody):
     time: list[float]
     x: list[float]
 
 
-class ForecastResponse(StrictRequest):
+class ForecastResponse(ResponseBody):
     model: str = Field(description="the committed bundle's name, or 'fitted' for new parameters")
     config: dict[str, float | int]
     series: SeriesOut
@@ -79,10 +79,9 @@ class ForecastResponse(StrictRequest):
     k_step: dict[str, PredictionsOut]
 
 
-class ForecastPlotRequest(ForecastRequest):
+class ForecastPlotRequest(ForecastRequest, PlotOptions):
     figure: Literal["data", "one_step", "multi_step", "k_step", "all"] = Field(
         "all", description="one of the book's four figures, or all four in a grid"
     )
-    format: Literal["png", "svg"] = Field("png", description="image format")
     width: int = Field(800, ge=200, le=2400, description="pixels")
     height: int = Field(600, ge=150, le=2400, description="pixels")

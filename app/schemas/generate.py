@@ -4,7 +4,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from app.schemas import StrictRequest, Text, Usage, model_field
+from app.schemas import ResponseBody, StrictRequest, Text, Usage, model_field
 from models.generate import FinishReason, SamplingParams
 
 MAX_PREFIX_CHARS = 4000
@@ -76,19 +76,19 @@ def choice_params(n: int, seed: int, **common: Any) -> list[SamplingParams]:
     return [SamplingParams(seed=(seed + i) % (MAX_SEED + 1), **common) for i in range(n)]
 
 
-class Choice(StrictRequest):
+class Choice(ResponseBody):
     index: int
     text: str
     tokens: int
     finish_reason: FinishReason
 
 
-class Timing(StrictRequest):
+class Timing(ResponseBody):
     queue_ms: float = Field(description="waiting for a place in the batch")
     total_ms: float
 
 
-class GenerateResponse(StrictRequest):
+class GenerateResponse(ResponseBody):
     id: str
     object: Literal["generation"] = "generation"
     model: str

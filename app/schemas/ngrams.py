@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from app.schemas import StrictRequest, Text
+from app.schemas import PlotOptions, ResponseBody, StrictRequest, Text
 from models.ngrams import MAX_N
 
 MAX_TEXT_BYTES = 2 * 1024 * 1024
@@ -59,26 +59,26 @@ class NgramRequest(StrictRequest):
         return self
 
 
-class NgramEntryOut(StrictRequest):
+class NgramEntryOut(ResponseBody):
     tokens: list[str]
     count: int
     frequency: float = Field(description="count / total n-grams of this order")
 
 
-class NgramTableOut(StrictRequest):
+class NgramTableOut(ResponseBody):
     n: int
     total: int = Field(description="n-grams in the text")
     unique: int = Field(description="distinct n-grams")
     entries: list[NgramEntryOut]
 
 
-class ZipfOut(StrictRequest):
+class ZipfOut(ResponseBody):
     exponent: float = Field(description="alpha in count ~ rank^-alpha, fitted on the unigrams")
     intercept: float
     r2: float
 
 
-class NgramResponse(StrictRequest):
+class NgramResponse(ResponseBody):
     source: str = Field(description="corpus name, or 'text'")
     level: str
     tokens: int
@@ -86,7 +86,5 @@ class NgramResponse(StrictRequest):
     zipf: ZipfOut | None
 
 
-class NgramPlotRequest(NgramRequest):
-    format: Literal["png", "svg"] = Field("png", description="image format")
-    width: int = Field(640, ge=200, le=2000, description="pixels")
-    height: int = Field(480, ge=150, le=2000, description="pixels")
+class NgramPlotRequest(NgramRequest, PlotOptions):
+    pass

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from app.schemas import StrictRequest, Text, model_field
+from app.schemas import ResponseBody, StrictRequest, Text, model_field
 
 MAX_TEXT_CHARS = 200_000
 MAX_CONTEXT_CHARS = 20_000
@@ -25,12 +25,12 @@ class PerplexityRequest(StrictRequest):
     return_tokens: bool = Field(False, description="include each scored token's log-probability")
 
 
-class TokenLogprob(StrictRequest):
+class TokenLogprob(ResponseBody):
     token: str
     logprob: float
 
 
-class PerplexityResponse(StrictRequest):
+class PerplexityResponse(ResponseBody):
     model: str
     perplexity: float = Field(description="exp(cross_entropy)")
     cross_entropy: float = Field(description="mean negative log-likelihood, nats per token")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from app.schemas import StrictRequest, model_field
+from app.schemas import ResponseBody, StrictRequest, model_field
 
 MAX_TEXT_CHARS = 200_000
 MAX_IDS = 200_000
@@ -22,7 +22,7 @@ class TokenizeRequest(StrictRequest):
     )
 
 
-class TokenizeResponse(StrictRequest):
+class TokenizeResponse(ResponseBody):
     model: str
     cleaned: str = Field(description="the text after cleanup, as the model reads it")
     ids: list[int]
@@ -40,6 +40,6 @@ class DetokenizeRequest(StrictRequest):
     )
 
 
-class DetokenizeResponse(StrictRequest):
+class DetokenizeResponse(ResponseBody):
     model: str
     text: str = Field(description="characters joined, or words joined by spaces")

@@ -1,4 +1,4 @@
-"""The scheduler's additions for /v1/completions: logprobs in deltas, several prompts at once."""
+"""The engine and its readers: logprobs in deltas, several prompts at once, time limits."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from app.errors import Overloaded, Timeout
-from app.scheduler import Scheduler, collect_all, stream_merged
+from app import streams
+from app.errors import Timeout
+from app.scheduler import QueueFull, Scheduler
 from models.generate import SamplingParams, generate
 from models.text import Tokenizer
 from tests.conftest import tiny_lm
@@ -17,6 +18,12 @@ def run(coro):
     return asyncio.run(coro)
 
 
+def engine(model, tokenizer: Tokenizer, **kw) -> Scheduler:
+    return Scheduler(
+        name="m", model=model, tokenizer=tokenizer, **{"max_batch": 8, "max_queue": 8, **kw}
+    )
+
+
 def test_several_prompts_decode_together_like_alone(char_tokenizer: Tokenizer) -> None:
     model = tiny_lm("gru", num_hiddens=32)
     prefixes = [char_tokenizer.encode(p).ids for p in ("the ", "time ", "machine ")]
@@ -24,11 +31,11 @@ def test_several_prompts_decode_together_like_alone(char_tokenizer: Tokenizer) -
     waits: list[float] = []
 
     async def main():
-        scheduler = Scheduler("m", model, char_tokenizer, 8, 8, on_first_token=waits.append)
+        scheduler = engine(model, char_tokenizer, on_first_token=waits.append)
         scheduler.start()
         try:
-            requests = scheduler.submit_all(prefixes, params)
-            return await collect_all(requests, timeout=60), scheduler.tokens_generated
+            requests = scheduler.submit_all(prefixes, params, stream=True)
+            return await streams.collect(requests, timeout=60), scheduler.tokens_generated
         finally:
             await scheduler.stop()
 
@@ -45,19 +52,19 @@ def test_several_prompts_decode_together_like_alone(char_tokenizer: Tokenizer) -
 
 
 def test_submit_all_is_all_or_nothing(char_tokenizer: Tokenizer) -> None:
-    scheduler = Scheduler("m", tiny_lm("gru"), char_tokenizer, max_batch=2, max_queue=1)
+    scheduler = engine(tiny_lm("gru"), char_tokenizer, max_batch=2, max_queue=1)
     prefixes = [[1, 2]] * 3
-    with pytest.raises(Overloaded):
-        scheduler.submit_all(prefixes, [SamplingParams(), SamplingParams()])
+    with pytest.raises(QueueFull):
+        scheduler.submit_all(prefixes, [SamplingParams(), SamplingParams()], stream=True)
     assert all(r.cancelled for r in scheduler.waiting)  # what got in is withdrawn
 
 
 def test_merged_stream_times_out_and_cancels_every_request(char_tokenizer: Tokenizer) -> None:
     async def main():
-        scheduler = Scheduler("m", tiny_lm("gru"), char_tokenizer, 8, 8)  # never started
-        requests = scheduler.submit_all([[1], [2]], [SamplingParams()])
+        scheduler = engine(tiny_lm("gru"), char_tokenizer)  # never started
+        requests = scheduler.submit_all([[1], [2]], [SamplingParams()], stream=True)
         with pytest.raises(Timeout):
-            async for _ in stream_merged(requests, timeout=0.05):
+            async for _ in streams.merged(requests, timeout=0.05):
                 pass
         await asyncio.sleep(0)  # let the cancelled pumps unwind
         return requests
@@ -73,15 +80,15 @@ def test_only_streamed_requests_hear_every_step(char_tokenizer: Tokenizer, strea
     params = [SamplingParams(seed=s, max_new_tokens=5 + 10 * s) for s in range(2)]
 
     async def main():
-        scheduler = Scheduler("m", model, char_tokenizer, 8, 8)
+        scheduler = engine(model, char_tokenizer)
         scheduler.start()
         try:
             request = scheduler.submit(prefix, params, stream=stream)
-            wakeups, texts = 0, ["", ""]
-            while request.remaining:
+            wakeups, texts, unfinished = 0, ["", ""], len(params)
+            while unfinished:
                 deltas = await asyncio.wait_for(request.queue.get(), 30)
                 wakeups += 1
-                request.remaining -= sum(d.finish_reason is not None for d in deltas)
+                unfinished -= sum(d.finish_reason is not None for d in deltas)
                 for d in deltas:
                     texts[d.index] += d.text
             return wakeups, texts
