@@ -12,14 +12,14 @@ from pathlib import Path
 from app.errors import NotFound
 from app.settings import Settings
 from models.corpus import BUILTIN, CorpusError, resolve_corpus
-from models.ngrams import MAX_N, NgramCounter, count_file
-from models.text import Level, clean
+from models.ngrams import MAX_N, NgramCounter, NgramLevel, count_file
+from models.text import clean
 
 
 class CorpusCounts:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._counts: dict[tuple[str, Level], NgramCounter] = {}
+        self._counts: dict[tuple[str, NgramLevel], NgramCounter] = {}
         self._lock = threading.Lock()
 
     def path(self, name: str) -> Path:
@@ -43,7 +43,7 @@ class CorpusCounts:
                 code="corpus_not_found",
             ) from exc
 
-    def counts(self, name: str, level: Level) -> NgramCounter:
+    def counts(self, name: str, level: NgramLevel) -> NgramCounter:
         """Blocking: call from a worker thread. Counted once per (corpus, level)."""
         with self._lock:
             key = (name, level)
@@ -52,7 +52,7 @@ class CorpusCounts:
             return self._counts[key]
 
 
-def count_text(text: str, level: Level, max_n: int) -> NgramCounter:
+def count_text(text: str, level: NgramLevel, max_n: int) -> NgramCounter:
     counter = NgramCounter(level, max_n)
     counter.update(clean(text).strip())
     return counter

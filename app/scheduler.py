@@ -12,7 +12,8 @@ maps `QueueFull` to a 503.
 Where to extend it:
 - how a row picks its next token: `SamplingParams` and `DecodeBatch` (models/generate.py),
   vectorised over the batch; the engine passes each row's params through untouched;
-- how a row's tokens become text: the per-row `Detokenizer` that `detokenizer()` makes.
+- how a row's tokens become text: the per-row detokenizer its `StopTracker` holds
+  (`Tokenizer.detokenizer`: a byte model's rows never emit half a UTF-8 character).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 
@@ -65,22 +65,6 @@ class Delta:
     logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
-class Detokenizer(Protocol):
-    """Turns one row's tokens into text, one token at a time (it may hold text back)."""
-
-    def push(self, token: int) -> str: ...
-
-
-@dataclass(frozen=True)
-class Pieces:
-    """Each token's own text: exact for tokenizers whose tokens are characters or words."""
-
-    tokenizer: Tokenizer
-
-    def push(self, token: int) -> str:
-        return self.tokenizer.piece(token)
-
-
 @dataclass(eq=False)  # identity semantics: requests key the per-step output
 class Request:
     """One submitted prefix and its sequences, one per `params` entry.
@@ -112,7 +96,6 @@ class _Row:
     request: Request
     index: int
     tracker: StopTracker
-    detokenizer: Detokenizer
     logprobs: list[TokenLogprob] = field(default_factory=list)  # kept for a plain request
 
 
@@ -138,7 +121,7 @@ class Scheduler:
         self.tokenizer = tokenizer
         self.max_batch, self.max_queue = max_batch, max_queue
         self.on_first_token = on_first_token
-        self.batch = DecodeBatch(model)
+        self.batch = DecodeBatch(model, tokenizer.banned_ids)
         self.rows: list[_Row] = []
         self.waiting: deque[Request] = deque()
         self.waiting_rows = 0
@@ -156,10 +139,6 @@ class Scheduler:
     @property
     def queued(self) -> int:
         return self.waiting_rows
-
-    def detokenizer(self) -> Detokenizer:
-        """A new row's detokenizer."""
-        return Pieces(self.tokenizer)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"scheduler-{self.name}")
@@ -250,8 +229,8 @@ class Scheduler:
         for request in admitted:
             for i in request.live:
                 p = request.params[i]
-                tracker = StopTracker(p.stop, p.max_new_tokens)
-                self.rows.append(_Row(request, i, tracker, self.detokenizer()))
+                tracker = StopTracker(p.stop, p.max_new_tokens, self.tokenizer.detokenizer())
+                self.rows.append(_Row(request, i, tracker))
         self.batch.add_all(
             [r.prefix_ids for r in admitted],
             [[r.params[i] for i in r.live] for r in admitted],
@@ -271,7 +250,7 @@ class Scheduler:
             request, tracker = row.request, row.tracker
             if request.cancelled:
                 continue
-            text = tracker.push(row.detokenizer.push(token))
+            text = tracker.push(token)
             finish = tracker.finish_reason
             logprobs = [step.logprobs[r]] if r in step.logprobs else []
             if request.stream:

@@ -56,7 +56,7 @@ def run(name: str, model: LanguageModel, tokenizer: Tokenizer, tokens: int) -> d
     params = [SamplingParams(temperature=0, max_new_tokens=tokens)]
 
     def ours() -> str:
-        return generate(model, ids, params, tokenizer.piece)[0].text
+        return generate(model, ids, params, tokenizer.detokenizer)[0].text
 
     def book() -> list[int]:
         with torch.no_grad():

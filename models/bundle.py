@@ -36,10 +36,10 @@ from torch import nn
 
 from models.forecast import Forecaster, ForecasterConfig
 from models.rnn import LanguageModel, LMConfig, build_model
-from models.text import Tokenizer, Vocab
+from models.text import TextRule, Tokenizer, Vocab
 
 FORMAT_VERSION = 1
-KINDS = ("char-lm", "word-lm", "forecaster")
+KINDS = ("char-lm", "word-lm", "byte-lm", "forecaster")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 CONFIG, VOCAB, WEIGHTS, METRICS = "config.json", "vocab.json", "weights.safetensors", "metrics.json"
 CURVES = "curves.png"
@@ -147,9 +147,7 @@ def save_bundle(
         "format_version": FORMAT_VERSION,
         "kind": kind,
         "model": asdict(module.config),
-        "tokenizer": None
-        if tokenizer is None
-        else {"level": tokenizer.level, "line_join": tokenizer.line_join, "cleanup": "d2l-letters"},
+        "tokenizer": None if tokenizer is None else tokenizer.spec(),
         "training": training or {},
         "versions": {"torch": torch.__version__.split("+")[0], "python": platform.python_version()},
         "files": dict(sorted(hashes.items())),
@@ -245,6 +243,7 @@ def _build_forecaster(config: dict[str, Any]) -> nn.Module:
 _BUILDERS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
     "char-lm": _build_lm,
     "word-lm": _build_lm,
+    "byte-lm": _build_lm,
     "forecaster": _build_forecaster,
 }
 
@@ -268,8 +267,7 @@ def load_bundle(path: Path, device: torch.device | str = "cpu") -> Bundle:
     if kind != "forecaster":
         try:
             vocab = Vocab.from_json((path / VOCAB).read_text(encoding="utf-8"))
-            spec = config["tokenizer"]
-            tokenizer = Tokenizer(vocab, spec["level"], spec["line_join"])
+            tokenizer = Tokenizer.for_rule(TextRule.from_spec(config["tokenizer"]), vocab)
         except (ValueError, KeyError, TypeError) as exc:
             raise BundleError(name, f"bad vocabulary or tokenizer: {exc}") from exc
         assert isinstance(model, LanguageModel)  # what _BUILDERS makes for an LM kind

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from models.text import TextError
 
 
 class CorpusError(Exception):
@@ -113,6 +118,58 @@ def resolve_corpus(
         f"corpus {name_or_path!r} ({source.filename}) not found in {where}, "
         "and downloading is switched off"
     )
+
+
+Decoding = Literal["strict", "replace", "surrogateescape"]
+CHUNK_BYTES = 1 << 22
+_MID_WORD = re.compile(rb"[A-Za-z0-9](?=[A-Za-z0-9])")
+
+
+def _cut(block: bytes) -> int:
+    """Where to end a chunk of a block: after its last newline; in a long line, between two
+    ASCII letters or digits near its end (mid-word: no rule changes text across that
+    seam); failing both, at a UTF-8 character boundary."""
+    newline = block.rfind(b"\n")
+    if newline >= 0:
+        return newline + 1
+    tail_start = max(0, len(block) - 65536)
+    mid_word = [m.end() for m in _MID_WORD.finditer(block, tail_start)]
+    if mid_word:
+        return mid_word[-1]
+    for i in range(len(block) - 1, max(0, len(block) - 4), -1):
+        if block[i] & 0xC0 != 0x80:  # a lead byte: a character starts here
+            return i
+    return len(block)  # no character starts near the end: these bytes are not UTF-8 anyway
+
+
+def read_chunks(
+    path: Path, decoding: Decoding = "strict", chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[str]:
+    """Stream a text file as decoded chunks of about `chunk_bytes`, each ending at a line
+    end where the file has one, in bounded memory whatever the file's size.
+
+    `strict` refuses bytes that are not UTF-8 (TextError naming the file's byte offset),
+    `replace` reads them as U+FFFD, `surrogateescape` keeps them (the byte level).
+    """
+    offset = 0  # file offset of `carry`'s first byte
+    carry = b""
+    with path.open("rb") as f:
+        while True:
+            block = f.read(chunk_bytes)
+            data = carry + block
+            if not data:
+                return
+            cut = len(data) if not block else _cut(data)
+            try:
+                yield data[:cut].decode("utf-8", decoding)
+            except UnicodeDecodeError as exc:
+                at = offset + exc.start
+                raise TextError(
+                    f"{path.name} is not UTF-8 at byte offset {at} (byte 0x{data[exc.start]:02X})",
+                    offset=at,
+                ) from exc
+            offset += cut
+            carry = data[cut:]
 
 
 def read_corpus(path: Path) -> str:

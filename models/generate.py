@@ -18,6 +18,7 @@ from torch import Tensor
 
 from models.rnn import LanguageModel, State
 from models.score import logprobs_and_top
+from models.text import Detokenizer
 
 # Why a completion ended; "error" only from a server whose decoding step failed.
 FinishReason = Literal["length", "stop", "error"]
@@ -264,18 +265,26 @@ class StopTracker:
     join to exactly the final text (which excludes the stop string, as OpenAI's API does).
     """
 
-    def __init__(self, stop: Sequence[str], max_new_tokens: int) -> None:
+    def __init__(self, stop: Sequence[str], max_new_tokens: int, detokenizer: Detokenizer) -> None:
         self.stop = tuple(stop)
         self.max_new_tokens = max_new_tokens
+        self.detokenizer = detokenizer
         self.text = ""
         self.tokens = 0
         self.emitted = 0
         self.finish_reason: FinishReason | None = None
 
-    def push(self, piece: str) -> str:
-        """Add a token's text; return the newly emittable text (possibly empty)."""
+    def push(self, token: int) -> str:
+        """Add a token; return the newly emittable text (possibly empty).
+
+        The token's text comes from the sequence's own detokenizer (a byte completes a
+        character only with the rest of its bytes); the last token flushes what is left.
+        """
         if self.finished:
             return ""
+        piece = self.detokenizer.push(token)
+        if self.tokens + 1 >= self.max_new_tokens:
+            piece += self.detokenizer.flush()
         if not self.stop:  # the common case, kept cheap: every piece is final at once
             self.text += piece
             self.tokens += 1
@@ -314,11 +323,14 @@ def generate(
     model: LanguageModel,
     prefix_ids: Sequence[int],
     params: Sequence[SamplingParams],
-    piece: Callable[[int], str],
+    detokenizer: Callable[[], Detokenizer],
     banned_ids: Sequence[int] = (0,),
 ) -> list[StopTracker]:
-    """Decode one completion per `params` entry from a shared prefix, all in one batch."""
-    trackers = [StopTracker(p.stop, p.max_new_tokens) for p in params]
+    """Decode one completion per `params` entry from a shared prefix, all in one batch.
+
+    `detokenizer` makes each sequence's incremental decoder (`Tokenizer.detokenizer`).
+    """
+    trackers = [StopTracker(p.stop, p.max_new_tokens, detokenizer()) for p in params]
     for t in trackers:
         if t.max_new_tokens == 0:
             t.finish_reason = "length"
@@ -330,7 +342,7 @@ def generate(
         tokens = batch.next_tokens()
         still = []
         for row, (i, token) in enumerate(zip(live, tokens.tolist(), strict=True)):
-            trackers[i].push(piece(token))
+            trackers[i].push(token)
             if not trackers[i].finished:
                 still.append(row)
         if len(still) < len(live):

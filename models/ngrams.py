@@ -11,14 +11,16 @@ chunk and merged.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from models.text import Level, clean
+from models.corpus import CHUNK_BYTES, read_chunks
+from models.text import clean_chunks
 
 MAX_N = 6
 _SPACE = 32
@@ -37,6 +39,7 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd: multiplying by it mod 2**64 is a bi
 _MIX2 = np.uint64(0xC2B2AE3D27D4EB4F)
 _MIX3 = np.uint64(0x165667B19E3779F9)
 
+NgramLevel = Literal["char", "word"]  # counted after the book's cleanup
 Keys = NDArray[np.int64]
 Ints = NDArray[np.int64]
 
@@ -143,7 +146,7 @@ class NgramCounter:
 
     CHUNK_TOKENS = 1 << 20  # two dense ids side by side (< 2**40) fit beside a position
 
-    def __init__(self, level: Level, max_n: int) -> None:
+    def __init__(self, level: NgramLevel, max_n: int) -> None:
         if not 1 <= max_n <= MAX_N:
             raise ValueError(f"max_n must be in [1, {MAX_N}]")
         self.level = level
@@ -331,44 +334,11 @@ def zipf_fit(counts: Iterable[int]) -> ZipfFit | None:
     return ZipfFit(float(-slope), float(intercept), r2 if math.isfinite(r2) else 0.0)
 
 
-def clean_chunks(lines: Iterable[str], chunk_chars: int = 1 << 22) -> Iterator[str]:
-    """Clean a stream of lines in chunks whose concatenation is `clean_corpus(text)`.
-
-    Chunks end at line ends, so no word is cut; spaces at the seams are collapsed.
-    """
-    pending: list[str] = []
-    size = 0
-    ends_with_space = True  # so the very first chunk is left-stripped
-    buffered = ""
-
-    def flush(parts: list[str]) -> Iterator[str]:
-        nonlocal ends_with_space, buffered
-        text = clean("".join(parts))
-        if ends_with_space:
-            text = text.lstrip(" ")
-        if not text:
-            return
-        # Hold back a trailing space until we know more text follows.
-        if buffered:
-            yield buffered
-        ends_with_space = text.endswith(" ")
-        buffered = text
-
-    for line in lines:
-        pending.append(line)
-        size += len(line)
-        if size >= chunk_chars:
-            yield from flush(pending)
-            pending, size = [], 0
-    yield from flush(pending)
-    if buffered.rstrip(" "):
-        yield buffered.rstrip(" ")
-
-
-def count_file(path: Path, level: Level, max_n: int, chunk_chars: int = 1 << 22) -> NgramCounter:
-    """Count a text file in bounded memory, streaming it in chunks of lines."""
+def count_file(
+    path: Path, level: NgramLevel, max_n: int, chunk_bytes: int = CHUNK_BYTES
+) -> NgramCounter:
+    """Count a text file cleaned by the book's rule in bounded memory, chunk by chunk."""
     counter = NgramCounter(level, max_n)
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for chunk in clean_chunks(f, chunk_chars):
-            counter.update(chunk)
+    for chunk in clean_chunks(read_chunks(path, "replace", chunk_bytes)):
+        counter.update(chunk)
     return counter

@@ -24,7 +24,7 @@ def test_greedy_matches_the_core_decoder(client: TestClient, checkpoint_dir) -> 
         bundle.model,
         ids,
         [SamplingParams(temperature=0, max_new_tokens=40)],
-        bundle.tokenizer.piece,
+        bundle.tokenizer.detokenizer,
     )[0].text
     choice = body["choices"][0]
     assert choice == {"index": 0, "text": expected, "tokens": 40, "finish_reason": "length"}

@@ -43,7 +43,7 @@ def test_several_prompts_decode_together_like_alone(char_tokenizer: Tokenizer) -
     assert len(waits) == 3 and all(w >= 0 for w in waits)  # one first token per request
     assert generated == 3 * (12 + 15)
     for prefix, completions in zip(prefixes, out, strict=True):
-        alone = generate(model, prefix, params, char_tokenizer.piece)
+        alone = generate(model, prefix, params, char_tokenizer.detokenizer)
         assert [c.text for c in completions] == [t.text for t in alone]
         for c, p in zip(completions, params, strict=True):
             assert len(c.logprobs) == c.tokens == p.max_new_tokens
@@ -96,5 +96,5 @@ def test_only_streamed_requests_hear_every_step(char_tokenizer: Tokenizer, strea
             await scheduler.stop()
 
     wakeups, texts = run(main())
-    assert texts == [t.text for t in generate(model, prefix, params, char_tokenizer.piece)]
+    assert texts == [t.text for t in generate(model, prefix, params, char_tokenizer.detokenizer)]
     assert wakeups == (15 if stream else 2)

@@ -8,8 +8,8 @@ import torch
 
 from models.bundle import BundleError, load_bundle, read_config, save_bundle
 from models.forecast import Forecaster, ForecasterConfig
-from models.text import Tokenizer
-from tests.conftest import tiny_lm
+from models.text import Tokenizer, Vocab
+from tests.conftest import ROOT, tiny_lm
 
 
 @pytest.fixture
@@ -166,3 +166,27 @@ def test_only_known_optional_files_are_saved(tmp_path: Path, char_tokenizer: Tok
     with pytest.raises(BundleError, match="unknown optional files"):
         save_bundle(tmp_path / "x", tiny_lm("gru"), char_tokenizer, extra_files={"run.py": b""})
     assert not (tmp_path / "x").exists()
+
+
+def test_a_bundle_records_its_rule_and_old_bundles_read_as_book(tmp_path: Path) -> None:
+    byte = Tokenizer(Vocab.of_bytes(), level="byte", normalize="none")
+    save_bundle(tmp_path / "bytes", tiny_lm("gru", vocab_size=256), byte)
+    loaded = load_bundle(tmp_path / "bytes")
+    assert loaded.kind == "byte-lm" and loaded.tokenizer == byte
+    assert loaded.config["tokenizer"] == {
+        "normalize": "none",
+        "level": "byte",
+        "line_join": "space",
+    }
+    raw = Tokenizer(Vocab.build(list("Ab.\n")), level="char", normalize="none")
+    save_bundle(tmp_path / "raw", tiny_lm("gru", vocab_size=5), raw)
+    assert load_bundle(tmp_path / "raw").tokenizer == raw
+    for committed in ("char-lstm", "char-rnn-scratch"):  # written before `normalize`
+        config = read_config(ROOT / "checkpoints" / committed)
+        assert config["tokenizer"] == {
+            "cleanup": "d2l-letters",
+            "level": "char",
+            "line_join": "space",
+        }
+        tokenizer = load_bundle(ROOT / "checkpoints" / committed).tokenizer
+        assert tokenizer is not None and tokenizer.normalize == "book"

@@ -1,10 +1,12 @@
 import hashlib
+import itertools
 from pathlib import Path
 
 import pytest
 
 from models import corpus
-from models.corpus import CorpusError, CorpusSource, resolve_corpus
+from models.corpus import CorpusError, CorpusSource, read_chunks, resolve_corpus
+from models.text import TextError
 
 
 def test_named_corpus_resolves_in_the_data_dir(book_path: Path) -> None:
@@ -52,3 +54,35 @@ def test_download_with_bad_checksum_leaves_nothing(
     with pytest.raises(CorpusError, match="sha1"):
         resolve_corpus("fake", cache_dir=cache, allow_download=True)
     assert list(cache.iterdir()) == []
+
+
+@pytest.mark.parametrize("chunk_bytes", [7, 64, 1 << 20])
+def test_read_chunks_join_to_the_file_and_end_at_line_ends(tmp_path, chunk_bytes) -> None:
+    text = "première ligne\n東京 second line\n\nno newline at the end: café"
+    path = tmp_path / "c.txt"
+    path.write_text(text, encoding="utf-8")
+    chunks = list(read_chunks(path, "strict", chunk_bytes))
+    assert "".join(chunks) == text
+    if chunk_bytes > 64:  # longer than any line: every chunk ends at a line end
+        assert all(c.endswith("\n") for c in chunks[:-1])
+
+
+def test_read_chunks_cut_a_long_line_mid_word_or_at_a_character(tmp_path) -> None:
+    path = tmp_path / "long.txt"
+    text = "word " * 50 + "é" * 40
+    path.write_text(text, encoding="utf-8")
+    chunks = list(read_chunks(path, "strict", 16))
+    assert "".join(chunks) == text and len(chunks) > 5
+    for a, b in itertools.pairwise(chunks):  # a seam never splits a space off a word
+        assert (a[-1].isalnum() and b[0].isalnum()) or not a[-1].isascii()
+
+
+def test_read_chunks_name_the_file_offset_of_bad_utf8(tmp_path) -> None:
+    path = tmp_path / "bad.bin"
+    path.write_bytes(b"line one\n" * 3 + b"ok \xff")
+    with pytest.raises(TextError, match="byte offset 30") as err:
+        list(read_chunks(path, "strict", 8))
+    assert err.value.offset == 30
+    kept = "".join(read_chunks(path, "surrogateescape", 8))
+    assert kept.encode("utf-8", "surrogateescape") == path.read_bytes()
+    assert "".join(read_chunks(path, "replace", 8)).endswith("ok \ufffd")

@@ -12,7 +12,7 @@ from models.generate import (
     uniform,
 )
 from models.score import score_ids
-from models.text import Tokenizer
+from models.text import Tokenizer, Vocab
 from tests.conftest import tiny_lm
 
 
@@ -73,11 +73,13 @@ def test_same_seed_same_text_alone_or_batched(char_tokenizer: Tokenizer) -> None
     model = tiny_lm("gru", num_hiddens=32)
     prefix = char_tokenizer.encode("time traveller ").ids
     params = SamplingParams(temperature=1.0, seed=1234, max_new_tokens=60)
-    alone = generate(model, prefix, [params], char_tokenizer.piece)[0].text
+    alone = generate(model, prefix, [params], char_tokenizer.detokenizer)[0].text
     others = [
         SamplingParams(temperature=0.8, top_k=5, seed=s, max_new_tokens=40 + s) for s in range(63)
     ]
-    batched = generate(model, prefix, [*others[:30], params, *others[30:]], char_tokenizer.piece)
+    batched = generate(
+        model, prefix, [*others[:30], params, *others[30:]], char_tokenizer.detokenizer
+    )
     assert batched[30].text == alone
     assert len({t.text[:40] for t in batched}) > 50  # different seeds, different texts
 
@@ -86,7 +88,7 @@ def test_sequences_joining_later_do_not_disturb_others(char_tokenizer: Tokenizer
     model = tiny_lm("lstm", num_hiddens=24)
     a_prefix, b_prefix = char_tokenizer.encode("the ").ids, char_tokenizer.encode("machine ").ids
     p = SamplingParams(temperature=1.0, seed=7, max_new_tokens=30)
-    alone = generate(model, a_prefix, [p], char_tokenizer.piece)[0].text
+    alone = generate(model, a_prefix, [p], char_tokenizer.detokenizer)[0].text
     batch = DecodeBatch(model)
     batch.add(a_prefix, [p])
     out = []
@@ -123,7 +125,7 @@ def test_prefixes_joining_together_decode_as_alone(char_tokenizer: Tokenizer, ar
     alone = [
         t.text
         for prefix, p in zip(prefixes, params, strict=True)
-        for t in generate(model, prefix, p, char_tokenizer.piece)
+        for t in generate(model, prefix, p, char_tokenizer.detokenizer)
     ]
     assert rows == alone
 
@@ -132,9 +134,9 @@ def test_greedy_and_sampled_rows_in_one_batch(char_tokenizer: Tokenizer) -> None
     model = tiny_lm("gru", num_hiddens=32)
     prefix = char_tokenizer.encode("the ").ids
     greedy = SamplingParams(temperature=0, max_new_tokens=50)
-    alone = generate(model, prefix, [greedy], char_tokenizer.piece)[0].text
+    alone = generate(model, prefix, [greedy], char_tokenizer.detokenizer)[0].text
     sampled = [SamplingParams(temperature=1.5, seed=s, max_new_tokens=50) for s in range(4)]
-    mixed = generate(model, prefix, [greedy, *sampled], char_tokenizer.piece)
+    mixed = generate(model, prefix, [greedy, *sampled], char_tokenizer.detokenizer)
     assert mixed[0].text == alone
     assert all(t.text != alone for t in mixed[1:])
 
@@ -144,28 +146,48 @@ def test_unk_is_never_generated(char_tokenizer: Tokenizer) -> None:
     with torch.no_grad():
         model.output.bias[0] = 100.0  # <unk> would win every argmax
     out = generate(
-        model, [1, 2], [SamplingParams(temperature=0, max_new_tokens=20)], char_tokenizer.piece
+        model,
+        [1, 2],
+        [SamplingParams(temperature=0, max_new_tokens=20)],
+        char_tokenizer.detokenizer,
     )
     assert len(out[0].text) == 20 and "<unk>" not in out[0].text
 
 
-def test_stop_strings_cut_the_text() -> None:
-    tracker = StopTracker(["ab", "xyz"], max_new_tokens=100)
-    emitted = "".join(tracker.push(c) for c in "hello xyab and more")
+def push_text(tracker: StopTracker, tokenizer: Tokenizer, text: str) -> list[str]:
+    return [tracker.push(i) for i in tokenizer.encode(text).ids]
+
+
+def test_stop_strings_cut_the_text(char_tokenizer: Tokenizer) -> None:
+    tracker = StopTracker(["ab", "xyz"], 100, char_tokenizer.detokenizer())
+    emitted = "".join(push_text(tracker, char_tokenizer, "hello xyab and more"))
     assert tracker.finish_reason == "stop" and tracker.text == "hello xy" and emitted == "hello xy"
 
 
-def test_streamed_pieces_join_to_the_final_text() -> None:
-    tracker = StopTracker(["the end"], max_new_tokens=40)
-    pieces = [tracker.push(c) for c in "then the en"]
+def test_streamed_pieces_join_to_the_final_text(char_tokenizer: Tokenizer) -> None:
+    tracker = StopTracker(["the end"], 40, char_tokenizer.detokenizer())
+    pieces = push_text(tracker, char_tokenizer, "then the en")
     assert "".join(pieces) == "then "  # "the en" is held back: it may become the stop
-    pieces.append(tracker.push("d"))
+    pieces += push_text(tracker, char_tokenizer, "d")
     assert tracker.finished and "".join(pieces) == tracker.text == "then "
 
 
-def test_length_limit() -> None:
-    tracker = StopTracker([], max_new_tokens=3)
-    assert [tracker.push(c) for c in "abc"] == ["a", "b", "c"]
+def test_bytes_stream_whole_characters_only() -> None:
+    """A byte model's pieces never end inside a UTF-8 character; a character cut off by the
+    length limit reads U+FFFD, and the pieces still join to the final text."""
+    tokenizer = Tokenizer(Vocab.of_bytes(), level="byte", normalize="none")
+    data = "né € ok".encode()
+    tracker = StopTracker([], len(data) - 1, tokenizer.detokenizer())
+    pieces = [tracker.push(b) for b in data]
+    assert pieces[:4] == ["n", "", "é", " "] and pieces[4:6] == ["", ""]
+    assert "".join(pieces) == tracker.text == "né € o" and tracker.finish_reason == "length"
+    cut = StopTracker(["ok"], 3, tokenizer.detokenizer())
+    assert "".join(cut.push(b) for b in "a€".encode()) == cut.text == "a\ufffd"
+
+
+def test_length_limit(char_tokenizer: Tokenizer) -> None:
+    tracker = StopTracker([], 3, char_tokenizer.detokenizer())
+    assert push_text(tracker, char_tokenizer, "abcd") == ["a", "b", "c", ""]
     assert tracker.finish_reason == "length"
 
 
@@ -207,8 +229,8 @@ def test_asking_for_logprobs_does_not_change_the_text(char_tokenizer: Tokenizer)
     prefix = char_tokenizer.encode("time traveller ").ids
     plain = [SamplingParams(seed=s, top_k=4, max_new_tokens=30) for s in range(6)]
     asking = [replace(p, logprobs=s % 3 if s % 2 else None) for s, p in enumerate(plain)]
-    a = generate(model, prefix, plain, char_tokenizer.piece)
-    b = generate(model, prefix, asking, char_tokenizer.piece)
+    a = generate(model, prefix, plain, char_tokenizer.detokenizer)
+    b = generate(model, prefix, asking, char_tokenizer.detokenizer)
     assert [t.text for t in a] == [t.text for t in b]
 
 

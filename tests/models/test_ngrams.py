@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models import ngrams
-from models.ngrams import MAX_N, NgramCounter, clean_chunks, count_file, zipf_fit
-from models.text import clean, clean_corpus
+from models.ngrams import MAX_N, NgramCounter, count_file, zipf_fit
+from models.text import clean, clean_chunks, clean_corpus
 
 # d2l §9.2.5, printed from the book's corpus.
 BOOK_UNIGRAMS = [
@@ -106,12 +106,12 @@ def test_chunked_char_counts_equal_one_pass(text, n, pieces) -> None:
 
 def test_streaming_a_file_equals_counting_it_whole(book_path, tmp_path) -> None:
     text = book_path.read_text()
-    counter = count_file(book_path, "word", 4, chunk_chars=20_000)
+    counter = count_file(book_path, "word", 4, chunk_bytes=20_000)
     whole = NgramCounter("word", 4)
     whole.update(clean_corpus(text))
     for n in range(1, 5):
         assert counter.table(n, 300) == whole.table(n, 300)
-    assert "".join(clean_chunks(text.splitlines(keepends=True), 5000)) == clean_corpus(text)
+    assert "".join(clean_chunks(text.splitlines(keepends=True))) == clean_corpus(text)
 
 
 def test_a_large_vocabulary_renumbers_codes_and_stays_exact() -> None:
