@@ -32,7 +32,7 @@ from app.forecasts import Forecasts
 from app.jobs import JobRunner, decode_executor, in_fresh_thread
 from app.metrics import Metrics
 from app.middleware import BodyLimit, RequestLog
-from app.registry import Registry, resolve_device
+from app.registry import Registry
 from app.routes import (
     completions,
     forecast,
@@ -47,6 +47,7 @@ from app.routes import (
 )
 from app.scheduler import Scheduler
 from app.settings import Settings, get_settings
+from models.device import resolve_device
 from models.rnn import LanguageModel
 
 log = logging.getLogger("app")

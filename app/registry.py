@@ -17,7 +17,9 @@ from typing import Any
 import torch
 
 from app.errors import NotFound
-from models.bundle import Bundle, BundleError, is_valid_name, load_bundle
+from models.bundle import Bundle, BundleError, load_bundle
+from models.files import is_valid_name
+from models.history import at_best_epoch
 from models.rnn import LanguageModel, num_parameters
 
 log = logging.getLogger(__name__)
@@ -32,15 +34,6 @@ class Entry:
     reason: str | None = None
     bundle: Bundle | None = None
     loaded_at: float = field(default_factory=time.time)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"RNNLM_DEVICE={name} but CUDA is not available")
-    return device
 
 
 class Registry:
@@ -109,11 +102,8 @@ class Registry:
 
 def describe(bundle: Bundle, device: torch.device) -> dict[str, Any]:
     """Metadata shown by /v1/models."""
-    metrics = bundle.metrics
     model_cfg = bundle.config.get("model", {})
-    epochs = metrics.get("epochs") or []
-    best = metrics.get("best_epoch")
-    at_best = epochs[best - 1] if isinstance(best, int) and 0 < best <= len(epochs) else {}
+    at_best = at_best_epoch(bundle.metrics)
     return {
         "kind": bundle.kind,
         "architecture": model_cfg.get("arch", "mlp" if bundle.kind == "forecaster" else None),

@@ -22,7 +22,8 @@ from models.bundle import load_bundle
 from models.kneser_ney import KneserNey
 from models.rnn import LanguageModel
 from models.score import score_ids
-from training.loop import TrainConfig, load_tokens
+from training.config import DataConfig
+from training.data import load_tokens
 
 
 def perplexity(logprobs: list[float]) -> float:
@@ -39,18 +40,19 @@ def main() -> None:
     bundle = load_bundle(args.bundle)
     assert isinstance(bundle.model, LanguageModel)
     training = bundle.config["training"]
-    data = TrainConfig(
-        out=Path("unused"),
+    data = DataConfig(
         corpus=training["corpus"],
         data_dir=DATA_DIR,
         line_join=training["line_join"],
         val_frac=training["val_frac"],
     )
-    tokenizer, train_ids, val_ids, _ = load_tokens(data)
-    val = val_ids.tolist()
+    tokens = load_tokens(data)
+    val = tokens.val_ids.tolist()
     rnn = score_ids(bundle.model, val, return_logprobs=True).token_logprobs
     assert rnn is not None
-    kn_model = KneserNey(train_ids.tolist(), args.order, len(tokenizer.vocab), args.modified)
+    kn_model = KneserNey(
+        tokens.train_ids.tolist(), args.order, len(tokens.tokenizer.vocab), args.modified
+    )
     kn = [
         math.log(kn_model.prob(tuple(val[max(0, i - args.order + 1) : i]), val[i]))
         for i in range(1, len(val))

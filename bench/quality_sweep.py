@@ -6,8 +6,8 @@ split (last 10% held out); the table reports the best validation perplexity reac
     python -m bench.quality_sweep --grid bench/grids/char_lm.json --jobs 8 --device cuda \
         --out runs/sweep
 
-The grid is a JSON list of objects of TrainConfig fields (besides `out`); a key "name"
-labels the row.
+The grid is a JSON list of objects of training settings (the `lm` flags' names, with
+underscores; not `out`); a key "name" labels the row.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import argparse
 import json
 import multiprocessing as mp
 import time
-from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from training.loop import TrainConfig, train
+from training.config import TrainConfig, setting_names
+from training.loop import train
 
-FIELDS = {f.name for f in fields(TrainConfig)}
+FIELDS = set(setting_names(TrainConfig)) - {"out"}
 
 
 def run_one(job: tuple[dict[str, Any], Path, str, str | None]) -> dict[str, Any]:
@@ -32,8 +32,9 @@ def run_one(job: tuple[dict[str, Any], Path, str, str | None]) -> dict[str, Any]
     unknown = set(spec) - FIELDS
     if unknown:
         raise SystemExit(f"{name}: unknown fields {sorted(unknown)}")
-    config = replace(
-        TrainConfig(out=out_dir / name, data_dir=Path(data_dir) if data_dir else None),
+    config = TrainConfig.build(
+        out=out_dir / name,
+        data_dir=Path(data_dir) if data_dir else None,
         device=device,
         allow_download=False,
         **spec,

@@ -16,7 +16,6 @@ import itertools
 import json
 import math
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -25,7 +24,9 @@ from bench._util import DATA_DIR, machine
 from models.rnn import LMConfig, build_model
 from models.score import token_nll
 from training.batches import random_batches
-from training.loop import TrainConfig, load_tokens, train_epoch
+from training.config import DataConfig, OptimConfig
+from training.data import load_tokens
+from training.loop import train_epoch
 
 
 def book_grad_clipping(net: nn.Module, theta: float) -> None:
@@ -61,16 +62,14 @@ def main() -> None:
     args = parser.parse_args()
     print(json.dumps({"machine": machine()}))
     device = torch.device(args.device)
-    config = TrainConfig(
-        out=Path("bench"), data_dir=DATA_DIR, allow_download=False, device=args.device
-    )
-    tokenizer, train_ids, _, _ = load_tokens(config)
-    limit = args.batches * config.batch_size * config.num_steps + config.num_steps * 2
-    ids = train_ids[:limit].to(device)
+    optim = OptimConfig()
+    data = load_tokens(DataConfig(data_dir=DATA_DIR, allow_download=False))
+    limit = args.batches * optim.batch_size * optim.num_steps + optim.num_steps * 2
+    ids = data.train_ids[:limit].to(device)
     results = {}
     for name in ("book", "rnnlm", "book", "rnnlm"):  # interleaved: both see the same load
         torch.manual_seed(0)
-        net = build_model(LMConfig("gru", len(tokenizer.vocab), 256)).to(device)
+        net = build_model(LMConfig("gru", len(data.tokenizer.vocab), 256)).to(device)
         started = time.perf_counter()
         if name == "book":
             g = torch.Generator().manual_seed(0)
@@ -78,7 +77,7 @@ def main() -> None:
             tokens, _ = book_epoch(net, batches, device, lr=1.0)
         else:
             optimizer = torch.optim.SGD(net.parameters(), lr=1.0)
-            _, tokens, _ = train_epoch(net, optimizer, ids, config, 1, device)
+            tokens = train_epoch(net, optimizer, ids, optim, 1, device).tokens
         if device.type == "cuda":
             torch.cuda.synchronize()
         rate = tokens / (time.perf_counter() - started)

@@ -15,15 +15,9 @@ Loading verifies the version and every hash and raises `BundleError(name, reason
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import hashlib
 import json
-import os
 import platform
-import re
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,13 +28,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
+from models.files import NAME_PATTERN, file_digest, is_valid_name, write_dir_atomically
 from models.forecast import Forecaster, ForecasterConfig
 from models.rnn import LanguageModel, LMConfig, build_model
 from models.text import TextRule, Tokenizer, Vocab
 
 FORMAT_VERSION = 1
 KINDS = ("char-lm", "word-lm", "byte-lm", "forecaster")
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 CONFIG, VOCAB, WEIGHTS, METRICS = "config.json", "vocab.json", "weights.safetensors", "metrics.json"
 CURVES = "curves.png"
 # Files a bundle may carry beside the required ones; hashed in config.json like the rest.
@@ -67,25 +61,6 @@ class Bundle:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def is_valid_name(name: str) -> bool:
-    return bool(NAME_PATTERN.fullmatch(name))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write(path: Path, data: bytes) -> None:
-    with path.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
 
@@ -96,20 +71,6 @@ def _kind_of(model: nn.Module, tokenizer: Tokenizer | None) -> str:
     if tokenizer is None:
         raise ValueError("a language model bundle needs its tokenizer")
     return f"{tokenizer.level}-lm"
-
-
-def write_dir_atomically(path: Path, files: dict[str, bytes]) -> None:
-    """Write a directory of files so that `path` shows either its old or its new contents."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would hide the bundle from a service run as another user
-    try:
-        for fname, data in files.items():
-            _write(tmp / fname, data)
-        _swap_into_place(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def save_bundle(
@@ -156,43 +117,6 @@ def save_bundle(
     write_dir_atomically(path, files)
 
 
-def _swap_into_place(tmp: Path, path: Path) -> None:
-    """Make `tmp` appear at `path` in one step; afterwards `tmp` holds the old bundle, if any."""
-    if not path.exists():
-        os.rename(tmp, path)
-    elif not _exchange(tmp, path):
-        # No atomic exchange on this system: a crash between these renames leaves the
-        # previous bundle at `<name>.old` for the user to restore by hand.
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(path, old)
-        os.rename(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    _fsync_dir(path.parent)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Linux renameat2(RENAME_EXCHANGE): swap two directories atomically."""
-    libc_name = ctypes.util.find_library("c")
-    if platform.system() != "Linux" or libc_name is None:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    renameat2 = getattr(libc, "renameat2", None)
-    if renameat2 is None:
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    ok = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-    return bool(ok)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def read_config(path: Path) -> dict[str, Any]:
     """Read and check config.json and the hashes of the files it lists."""
     name = path.name
@@ -227,7 +151,7 @@ def read_config(path: Path) -> dict[str, Any]:
         file_path = path / fname
         if not file_path.is_file():
             raise BundleError(name, f"missing {fname}")
-        if _sha256(file_path) != expected:
+        if file_digest(file_path) != expected:
             raise BundleError(name, f"{fname} does not match its sha256 (truncated or altered)")
     return config
 

@@ -7,7 +7,6 @@ book's address, checked against its sha1 before it is used.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import tempfile
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from models.files import file_digest
 from models.text import TextError
 
 
@@ -42,16 +42,8 @@ BUILTIN: dict[str, CorpusSource] = {
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
 
 
-def sha1_of(path: Path) -> str:
-    digest = hashlib.sha1()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _verified(path: Path, source: CorpusSource, name: str) -> Path:
-    actual = sha1_of(path)
+    actual = file_digest(path, "sha1")
     if actual != source.sha1:
         raise CorpusError(
             f"corpus {name!r} at {path} has sha1 {actual}, expected {source.sha1}; "

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from models.options import check, option
+
 K_STEPS: tuple[int, ...] = (1, 4, 16, 64)
 
 
@@ -20,23 +22,20 @@ K_STEPS: tuple[int, ...] = (1, 4, 16, 64)
 class SineConfig:
     """The series and the fit; defaults are the book's."""
 
-    T: int = 1000
-    tau: int = 4
-    num_train: int = 600
-    noise: float = 0.2
-    num_hiddens: int = 10
-    lr: float = 0.01
-    batch_size: int = 16
-    epochs: int = 5
-    seed: int = 0
+    T: int = option(1000, "series length", ge=1)
+    tau: int = option(4, "lags fed to the MLP", ge=1)
+    num_train: int = option(600, "training examples (at most T - tau)", ge=1)
+    noise: float = option(0.2, "std of the Gaussian noise", ge=0)
+    num_hiddens: int = option(10, "MLP hidden units", ge=1)
+    lr: float = option(0.01, "Adam learning rate", gt=0)
+    batch_size: int = option(16, "minibatch size", ge=1)
+    epochs: int = option(5, "passes over the data", ge=1)
+    seed: int = option(0, "seed of the noise and the fit")
 
     def __post_init__(self) -> None:
-        if self.tau < 1 or self.num_hiddens < 1 or self.batch_size < 1 or self.epochs < 0:
-            raise ValueError("tau, num_hiddens and batch_size must be >= 1, epochs >= 0")
-        if not 1 <= self.num_train <= self.T - self.tau:
+        check(self)
+        if self.num_train > self.T - self.tau:
             raise ValueError(f"num_train must be in [1, T - tau] = [1, {self.T - self.tau}]")
-        if self.noise < 0 or self.lr <= 0:
-            raise ValueError("noise must be >= 0 and lr > 0")
 
 
 @dataclass(frozen=True)

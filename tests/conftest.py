@@ -10,6 +10,7 @@ import torch
 
 from models.rnn import LMConfig, build_model
 from models.text import Tokenizer, Vocab
+from training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("RNNLM_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -22,6 +23,25 @@ TINY_TEXT = (
     "incandescent lights in the lilies of silver caught the bubbles that flashed and "
     "passed in our glasses.\n"
 ) * 6
+
+
+# The tiny training run every test trains (a second or two on a CPU); a test overrides
+# only the settings it is about.
+TINY_RUN = {
+    "arch": "gru",
+    "num_hiddens": 32,
+    "embed_size": 16,
+    "batch_size": 8,
+    "num_steps": 16,
+    "epochs": 2,
+    "lr": 0.01,
+    "optimizer": "adam",
+    "device": "cpu",
+}
+
+
+def tiny_train_config(out: Path, corpus: Path, **settings: object) -> TrainConfig:
+    return TrainConfig.build(out=out, corpus=str(corpus), **(TINY_RUN | settings))
 
 
 @pytest.fixture(scope="session")

@@ -8,22 +8,22 @@ of minibatch i+1 directly after row b of minibatch i, so the state can be carrie
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Literal
+from collections.abc import Iterator, Sequence
+from typing import Literal, TypeVar
 
 import torch
 from torch import Tensor
 
 Sampling = Literal["random", "sequential"]
-SAMPLINGS: tuple[Sampling, ...] = ("random", "sequential")
+T = TypeVar("T")
 
 
-def split_tokens(ids: Tensor, val_frac: float) -> tuple[Tensor, Tensor]:
+def split_tokens(tokens: Sequence[T], val_frac: float) -> tuple[Sequence[T], Sequence[T]]:
     """Contiguous split: the last `val_frac` of the stream is held out for validation."""
     if not 0.0 <= val_frac < 1.0:
         raise ValueError(f"val_frac must be in [0, 1), got {val_frac}")
-    n_val = round(len(ids) * val_frac)
-    return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
+    n_val = round(len(tokens) * val_frac)
+    return tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val :]
 
 
 def random_batches(

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from models.bundle import CURVES, save_bundle
+from models.curves import curves_figure, png
 from models.forecast import SineConfig, fit_forecaster, run_experiment, sine_series
-from training.report import sine_curves_png
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def train_sine(config: SineConfig, out: Path) -> dict[str, Any]:
     }
     for record in epochs:
         log.info("epoch %d train mse %.4f", record["epoch"], record["train_mse"])
-    curves = sine_curves_png(epochs, Path(out).name)
+    curves = png(curves_figure(epochs, Path(out).name))
     save_bundle(
         out, model, training={"sine": asdict(config)}, metrics=metrics, extra_files={CURVES: curves}
     )

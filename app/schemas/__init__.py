@@ -13,7 +13,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-MODEL_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+from models.files import NAME_PATTERN
+
+MODEL_NAME = NAME_PATTERN.pattern
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 _PRINTABLE_ASCII = b"\t\n\r" + bytes(range(0x20, 0x7F))
 

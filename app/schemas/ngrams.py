@@ -4,12 +4,12 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from app.schemas import PlotOptions, ResponseBody, StrictRequest, Text
+from app.schemas import MODEL_NAME, PlotOptions, ResponseBody, StrictRequest, Text
 from models.ngrams import MAX_N
 
 MAX_TEXT_BYTES = 2 * 1024 * 1024
 MAX_TOP_K = 1000
-CORPUS_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+CORPUS_NAME = MODEL_NAME  # a corpus name is a file name in the data dir, as a bundle name
 Order = Annotated[int, Field(ge=1, le=MAX_N)]
 
 

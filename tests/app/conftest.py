@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -21,26 +20,9 @@ from app.main import create_app
 from app.registry import Registry
 from app.settings import Settings
 from models.forecast import SineConfig
-from tests.conftest import DATA_DIR, TINY_TEXT
-from training.loop import TrainConfig, train
+from tests.conftest import DATA_DIR, TINY_TEXT, tiny_train_config
+from training.loop import train
 from training.sine import train_sine
-
-
-def tiny_lm_config(out: Path, corpus: Path, **kw: object) -> TrainConfig:
-    base = TrainConfig(
-        out=out,
-        corpus=str(corpus),
-        arch="gru",
-        num_hiddens=32,
-        embed_size=16,
-        batch_size=8,
-        num_steps=16,
-        epochs=2,
-        lr=0.01,
-        optimizer="adam",
-        device="cpu",
-    )
-    return replace(base, **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")
@@ -48,9 +30,9 @@ def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("checkpoints")
     corpus = root.parent / "tiny-corpus.txt"
     corpus.write_text(TINY_TEXT * 3)
-    train(tiny_lm_config(root / "char-lstm", corpus, arch="lstm", num_layers=2, dropout=0.1))
-    train(tiny_lm_config(root / "char-gru", corpus))
-    train(tiny_lm_config(root / "word-gru", corpus, level="word", num_steps=4, batch_size=4))
+    train(tiny_train_config(root / "char-lstm", corpus, arch="lstm", num_layers=2, dropout=0.1))
+    train(tiny_train_config(root / "char-gru", corpus))
+    train(tiny_train_config(root / "word-gru", corpus, level="word", num_steps=4, batch_size=4))
     train_sine(SineConfig(), root / "sine-mlp")
     broken = root / "broken"
     broken.mkdir()

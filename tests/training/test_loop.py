@@ -1,30 +1,20 @@
 import hashlib
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from models.bundle import load_bundle
+from tests.conftest import tiny_train_config
 from training import loop
-from training.loop import TrainConfig, TrainingError, clip_gradients, train
+from training.config import TrainConfig
+from training.errors import TrainingError
+from training.loop import EpochStats, clip_gradients, train
 
 
-def small_config(tmp_path: Path, corpus: Path, **kw) -> TrainConfig:
-    base = TrainConfig(
-        out=tmp_path / "ck" / "tiny",
-        corpus=str(corpus),
-        arch="gru",
-        num_hiddens=24,
-        batch_size=4,
-        num_steps=8,
-        epochs=3,
-        lr=0.01,
-        optimizer="adam",
-        device="cpu",
-    )
-    return replace(base, **kw)
+def small_config(tmp_path: Path, corpus: Path, **settings) -> TrainConfig:
+    return tiny_train_config(tmp_path / "ck" / "tiny", corpus, **settings)
 
 
 def weights_sha(out: Path) -> str:
@@ -61,11 +51,11 @@ def test_a_tiny_run_learns_and_writes_a_bundle(tmp_path: Path, tiny_corpus: Path
 
 def test_same_seed_same_weights(tmp_path: Path, tiny_corpus: Path) -> None:
     a = small_config(tmp_path / "a", tiny_corpus, epochs=2, dropout=0.2, num_layers=2)
-    b = replace(a, out=tmp_path / "b" / "tiny")
+    b = a.replace(out=tmp_path / "b" / "tiny")
     train(a)
     train(b)
     assert weights_sha(a.out) == weights_sha(b.out)
-    c = replace(a, out=tmp_path / "c" / "tiny", seed=1)
+    c = a.replace(out=tmp_path / "c" / "tiny", seed=1)
     train(c)
     assert weights_sha(c.out) != weights_sha(a.out)
 
@@ -76,7 +66,7 @@ def test_resume_equals_an_uninterrupted_run(
 ) -> None:
     full = small_config(tmp_path / "full", tiny_corpus, epochs=4, dropout=0.1, sampling=sampling)
     train(full)
-    cut = replace(full, out=tmp_path / "cut" / "tiny")
+    cut = full.replace(out=tmp_path / "cut" / "tiny")
     real_epoch = loop.train_epoch
 
     def interrupted(*args, **kw):
@@ -99,8 +89,8 @@ def test_resume_refuses_changed_settings(tmp_path: Path, tiny_corpus: Path) -> N
     config = small_config(tmp_path, tiny_corpus, epochs=1)
     train(config)
     with pytest.raises(TrainingError, match="lr"):
-        train(replace(config, lr=0.5, epochs=2), resume=True)
-    assert len(train(replace(config, epochs=2), resume=True)["epochs"]) == 2  # more epochs: fine
+        train(config.replace(lr=0.5, epochs=2), resume=True)
+    assert len(train(config.replace(epochs=2), resume=True)["epochs"]) == 2  # more epochs: fine
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_bundle(
@@ -110,8 +100,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_bundle(
     real_epoch = loop.train_epoch
 
     def poisoned(*args, **kw):
-        loss, tokens, seconds = real_epoch(*args, **kw)
-        return (float("nan") if args[4] == 2 else loss), tokens, seconds
+        stats = real_epoch(*args, **kw)
+        return EpochStats(float("nan"), stats.tokens, stats.seconds) if args[4] == 2 else stats
 
     monkeypatch.setattr(loop, "train_epoch", poisoned)
     with pytest.raises(TrainingError, match="nan"):

@@ -9,6 +9,7 @@ import pytest
 
 from models.bundle import CURVES, load_bundle
 from models.forecast import SineConfig
+from tests.conftest import tiny_train_config
 from tests.training.test_loop import small_config
 from training import loop
 from training.cli import main
@@ -30,7 +31,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("report")
     corpus = root / "tiny.txt"
     corpus.write_text("the time traveller smiled round at us " * 40)
-    train(small_config(root, corpus, out=root / "ck" / "tiny-gru", epochs=2))
+    train(tiny_train_config(root / "ck" / "tiny-gru", corpus))
     train_sine(SineConfig(epochs=2), root / "ck" / "sine-mlp")
     return root / "ck"
 
@@ -47,15 +48,15 @@ def test_a_failed_epoch_never_leaves_the_curves_out_of_step(
     tmp_path: Path, tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
-    real = loop.lm_curves_png
+    real = loop.png
 
-    def fail_on_second(history, name, best):
-        calls.append(len(history))
+    def fail_on_second(figure):
+        calls.append(figure)
         if len(calls) == 2:
             raise OSError("disk full")
-        return real(history, name, best)
+        return real(figure)
 
-    monkeypatch.setattr(loop, "lm_curves_png", fail_on_second)
+    monkeypatch.setattr(loop, "png", fail_on_second)
     config = small_config(tmp_path, tiny_corpus, epochs=2)
     with pytest.raises(OSError, match="disk full"):
         train(config)
