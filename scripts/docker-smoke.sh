@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
 # End-to-end container check: build the image, `docker compose up --wait`, exercise the
 # API (ready, generate, perplexity, a plot), check the process is not root, run a tiny
-# `train` job into the checkpoints volume, print the image size and the start-up time,
-# then tear everything down. Uses a running engine if there is one; otherwise (as root)
+# `train` job into the checkpoints volume, then start a second replica and nginx in front
+# (profile `proxy`) and drive mixed traffic through the proxy while that replica is
+# stopped and restarted (bench/failover.py: no failure after the stop, no wrong answer),
+# print the image size, the start-up time and the failover counts, then tear everything
+# down. Uses a running engine if there is one; otherwise (as root)
 # installs docker.io and starts dockerd itself, and afterwards stops it by PID and removes
 # its network rules. With no registry reachable, python:3.11-slim is a local stand-in
-# (debootstrap) and torch comes from the machine's wheel (TORCH_WHEELS=1).
+# (debootstrap), nginx:1.28 is Debian's nginx on that base, and torch comes from the
+# machine's wheel (TORCH_WHEELS=1).
 # Prints "SKIPPED: docker smoke: <reason>" and exits 0 when no engine can be started.
 # Engine data and the base tarball are kept in $DOCKER_SMOKE_DIR between runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${DOCKER_SMOKE_DIR:-/var/tmp/rnnlm-docker}
 PORT=${DOCKER_SMOKE_PORT:-18000}
+PROXY_PORT=${DOCKER_SMOKE_PROXY_PORT:-18080}
 TORCH_VERSION=$(sed -n 's/^TORCH_VERSION := //p' Makefile)
 URL=http://127.0.0.1:$PORT
-export COMPOSE_PROJECT_NAME=rnnlm-smoke RNNLM_PORT=$PORT TORCH_WHEELS=1
+export COMPOSE_PROJECT_NAME=rnnlm-smoke RNNLM_PORT=$PORT RNNLM_PROXY_PORT=$PROXY_PORT TORCH_WHEELS=1
 export DOCKER_CONFIG="$PWD/.cache/docker-config"
-compose=(docker compose --profile train)
+compose=(docker compose --profile train --profile proxy)
 
 skip() { echo "SKIPPED: docker smoke: $*"; exit 0; }
 say() { echo "== $*"; }
@@ -92,6 +97,17 @@ if ! docker image inspect python:3.11-slim >/dev/null 2>&1; then
   fi
   docker import -c 'CMD ["python3"]' -c 'ENV LANG=C.UTF-8' "$BASE" python:3.11-slim >/dev/null
 fi
+NGINX=$(sed -n 's/^ *image: \(nginx:.*\)/\1/p' docker-compose.yml)
+if ! docker image inspect "$NGINX" >/dev/null 2>&1; then
+  say "building a local $NGINX stand-in: Debian's nginx on the python base"
+  docker build -q -t "$NGINX" - >/dev/null <<'DOCKERFILE'
+FROM python:3.11-slim
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light >/dev/null \
+    && apt-get clean && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/default \
+    && ln -sf /dev/stdout /var/log/nginx/access.log && ln -sf /dev/stderr /var/log/nginx/error.log
+CMD ["nginx", "-g", "daemon off;"]
+DOCKERFILE
+fi
 if ! ls wheels/torch-"$TORCH_VERSION"*.whl >/dev/null 2>&1; then
   say "copying the torch $TORCH_VERSION wheel into wheels/"
   python3 -m pip download -q --no-deps -d wheels "torch==$TORCH_VERSION"
@@ -153,6 +169,40 @@ if [ -f "$RNNLM_HOST_DATA_DIR/timemachine.txt" ]; then
   "${compose[@]}" exec -T api test -f checkpoints/smoke-gru/config.json
   echo "ok: the train profile wrote checkpoints/smoke-gru into the shared volume"
 fi
+
+say "two replicas behind nginx: mixed traffic while api-2 is stopped and restarted"
+t0=$(ms)
+"${compose[@]}" up -d --wait --wait-timeout 120 api-2 proxy
+until curl -fs "http://127.0.0.1:$PROXY_PORT/ready" >/dev/null 2>&1; do
+  (( $(ms) - t0 < 60000 )) || { "${compose[@]}" logs proxy; echo "FAIL: the proxy does not answer"; exit 1; }
+  sleep 0.2
+done
+[ -x .venv/bin/python ] || make install >/dev/null
+proxy_cpu_ns() {  # CPU time the proxy container has used (cgroup v1 or v2), in ns
+  "${compose[@]}" exec -T proxy sh -c 'cat /sys/fs/cgroup/cpuacct/cpuacct.usage 2>/dev/null \
+    || awk "/^usage_usec/ {print \$2 * 1000}" /sys/fs/cgroup/cpu.stat'
+}
+cpu0=$(proxy_cpu_ns)
+.venv/bin/python -m bench.failover --url "http://127.0.0.1:$PROXY_PORT" \
+  --stop "${compose[*]} stop api-2" \
+  --start "${compose[*]} up -d --wait --wait-timeout 120 api-2" | tee "$WORK/failover.log" \
+  || { "${compose[@]}" logs --tail 30 api-2 proxy; echo "FAIL: failover"; exit 1; }
+# Back in the proxy's rotation: the restarted replica's fresh counters saw /v1 traffic.
+served=$("${compose[@]}" exec -T api-2 python -c 'import urllib.request as u
+lines = u.urlopen("http://127.0.0.1:8000/metrics").read().decode().splitlines()
+print(int(sum(float(l.split()[-1]) for l in lines if l.startswith("rnnlm_http_requests_total{") and "route=\"/v1/" in l)))')
+(( served > 0 )) || { echo "FAIL: the restarted api-2 got no traffic through the proxy"; exit 1; }
+echo "ok: failover: no failure after the stop, no wrong answer; the restarted api-2 served $served requests"
+python3 - "$WORK/failover.log" "$(( ($(proxy_cpu_ns) - cpu0) / 1000000 ))" <<'PY'
+import json, sys
+r = json.loads(open(sys.argv[1]).readlines()[-1])
+proxied = r["requests"] + r["requests_alone_first"]
+print(f"RESULT failover: {r['requests']} requests of mixed traffic through nginx, {r['started_after_stop']} "
+      f"of them started after 'stop api-2': {r['failed_after_stop']} failed, {r['wrong_answers']} wrong "
+      f"answers in all; stop {r['seconds']['stop_command']} s, restart to healthy "
+      f"{r['seconds']['start_command_until_healthy']} s; nginx used {sys.argv[2]} ms of CPU for "
+      f"{proxied} proxied requests")
+PY
 
 mb() { echo $(( $(docker image inspect "$1" --format '{{.Size}}') / 1000000 )); }
 echo "RESULT image rnnlm:latest $(mb rnnlm:latest) MB (base python:3.11-slim $(mb python:3.11-slim) MB); build ${build_s} s; ready ${ready_s} s after"\
