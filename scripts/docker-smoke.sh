@@ -24,8 +24,9 @@ export DOCKER_CONFIG="$PWD/.cache/docker-config"
 compose=(docker compose --profile train --profile proxy)
 
 skip() { echo "SKIPPED: docker smoke: $*"; exit 0; }
-say() { echo "== $*"; }
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
+START=$(ms)
+say() { echo "== $* (+$(( ($(ms) - START) / 1000 )) s)"; }
 secs() { printf '%d.%d' $(( $1 / 1000 )) $(( $1 % 1000 / 100 )); }  # ms -> s, one decimal
 apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
