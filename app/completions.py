@@ -1,4 +1,9 @@
-"""OpenAI's `text_completion` objects and stream chunks, built from the scheduler's output.
+"""OpenAI's completions: prompts read as token ids, and the `text_completion` objects and
+stream chunks built from the scheduler's output.
+
+A prompt is text (cleaned with the bundle's rule; a change is reported, or refused with
+`strict_cleanup`) or token ids (read as they are, each checked against the vocabulary), so
+a client that tokenized with /tokenize gets exactly the tokens it sent.
 
 Choices are indexed prompt-major (prompt p, choice i -> p * n + i), as OpenAI does. Token
 texts and offsets come from the tokenizer's pieces, so `text_offset` points into the
@@ -11,10 +16,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from itertools import accumulate
 
 from app import sse
-from app.errors import APIError
+from app.errors import APIError, InvalidInput
 from app.scheduler import Delta
 from app.schemas import Usage
 from app.schemas.completions import (
@@ -22,11 +28,88 @@ from app.schemas.completions import (
     CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
+    PromptCleanup,
+    check_prompt_sizes,
 )
 from app.streams import Completion
 from models.generate import FinishReason, TokenLogprob
 from models.score import Score
-from models.text import Encoded, Tokenizer
+from models.text import Tokenizer
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt as the model reads it."""
+
+    ids: list[int]
+    pieces: list[str]  # each token's text; joined, the echoed prompt
+    cleanup: PromptCleanup | None = None  # set when cleanup changed a text prompt
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+
+def _first_difference(a: str, b: str) -> int:
+    return next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
+
+
+def read_prompts(name: str, tokenizer: Tokenizer, body: CompletionRequest) -> list[Prompt]:
+    """Every prompt of a request as token ids; 422 naming the prompt at fault.
+
+    Token ids must lie in the vocabulary. Texts are cleaned; with `strict_cleanup` a text
+    (or stop string) that cleanup would change is refused, otherwise the change is noted.
+    """
+    prompts = []
+    size = len(tokenizer.vocab)
+    for p, item in enumerate(body.prompts()):
+        if isinstance(item, list):
+            bad = next((i for i, t in enumerate(item) if t >= size), None)
+            if bad is not None:
+                raise InvalidInput(
+                    f"prompt {p}, position {bad}: token id {item[bad]} is not in the "
+                    f"vocabulary of {name!r} (its ids are 0 to {size - 1})",
+                    param="prompt",
+                    code="id_out_of_range",
+                )
+            prompts.append(Prompt(item, tokenizer.id_pieces(item)))
+            continue
+        encoded = tokenizer.encode(item)
+        if not encoded.ids:
+            raise InvalidInput(
+                f"prompt {p} has no tokens after cleanup", param="prompt", code="empty_prompt"
+            )
+        cleanup = None
+        if encoded.cleaned != item:
+            where = _first_difference(item, encoded.cleaned)
+            if body.strict_cleanup:
+                raise InvalidInput(
+                    f"prompt {p}: the bundle's cleanup would change this text (first at "
+                    f"character {where}: {item[where : where + 12]!r} is read as "
+                    f"{encoded.cleaned[where : where + 12]!r}); send the text as the model "
+                    "reads it (see /tokenize), or send token ids",
+                    param="prompt",
+                    code="cleanup_changes_prompt",
+                )
+            cleanup = PromptCleanup(index=p, cleaned=encoded.cleaned, first_change=where)
+        prompts.append(Prompt(encoded.ids, tokenizer.pieces(encoded.cleaned), cleanup))
+    try:
+        check_prompt_sizes([len(p.ids) for p in prompts], "tokens")
+    except ValueError as exc:
+        raise InvalidInput(f"prompt: {exc}", param="prompt", code="prompt_too_long") from None
+    if body.strict_cleanup:
+        for s in body.stop_list():
+            cleaned = tokenizer.encode(s).cleaned
+            if cleaned != s:
+                raise InvalidInput(
+                    f"stop: the bundle's cleanup would change the stop string {s!r} into "
+                    f"{cleaned!r}",
+                    param="stop",
+                    code="cleanup_changes_stop",
+                )
+    return prompts
 
 
 class CompletionFormat:
@@ -37,7 +120,7 @@ class CompletionFormat:
         model: str,
         tokenizer: Tokenizer,
         body: CompletionRequest,
-        prompts: Sequence[Encoded],
+        prompts: Sequence[Prompt],
         prompt_scores: Sequence[Score] | None,
     ) -> None:
         self.id = f"cmpl-{uuid.uuid4().hex[:24]}"
@@ -50,8 +133,12 @@ class CompletionFormat:
             else [self._prompt_logprobs(e, s) for e, s in zip(prompts, prompt_scores, strict=True)]
         )
 
-    def _prompt_logprobs(self, prompt: Encoded, score: Score) -> CompletionLogprobs:
-        pieces = self.tokenizer.pieces(prompt.cleaned)
+        cleanups = [p.cleanup for p in prompts if p.cleanup is not None]
+        self.prompt_cleanup = cleanups or None
+        self._streamed = False  # a stream carries prompt_cleanup on its first chunk
+
+    def _prompt_logprobs(self, prompt: Prompt, score: Score) -> CompletionLogprobs:
+        pieces = prompt.pieces
         piece = self.tokenizer.piece
         top = score.top_logprobs or [()] * score.count
         tops: list[dict[str, float] | None] = [None]
@@ -84,14 +171,21 @@ class CompletionFormat:
         """What a choice of prompt p starts with: the echoed prompt and its logprobs."""
         if not self.echo:
             return "", None
-        return self.prompts[p].cleaned, self.prompt_logprobs[p] if self.prompt_logprobs else None
+        return self.prompts[p].text, self.prompt_logprobs[p] if self.prompt_logprobs else None
 
     def _usage(self, completion_tokens: int) -> Usage:
         return Usage.of(sum(len(e.ids) for e in self.prompts), completion_tokens)
 
-    def _response(self, choices: list[CompletionChoice], usage: Usage | None) -> CompletionResponse:
+    def _response(
+        self, choices: list[CompletionChoice], usage: Usage | None, first: bool = True
+    ) -> CompletionResponse:
         return CompletionResponse(
-            id=self.id, created=self.created, model=self.model, choices=choices, usage=usage
+            id=self.id,
+            created=self.created,
+            model=self.model,
+            choices=choices,
+            usage=usage,
+            prompt_cleanup=self.prompt_cleanup if first else None,
         )
 
     def response(self, completions: Sequence[Sequence[Completion]]) -> CompletionResponse:
@@ -123,7 +217,8 @@ class CompletionFormat:
         finish: FinishReason | None,
     ) -> bytes:
         choice = CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish)
-        return sse.event(self._response([choice], None).model_dump())
+        first, self._streamed = not self._streamed, True
+        return sse.event(self._response([choice], None, first).model_dump())
 
     async def chunks(
         self, merged: AsyncIterator[tuple[int, list[Delta]]], include_usage: bool
@@ -151,7 +246,8 @@ class CompletionFormat:
             yield sse.error_event(exc)
         else:
             if include_usage:
-                yield sse.event(self._response([], self._usage(sum(tokens.values()))).model_dump())
+                usage = self._usage(sum(tokens.values()))
+                yield sse.event(self._response([], usage, first=False).model_dump())
         yield sse.DONE
 
 

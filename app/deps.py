@@ -12,15 +12,16 @@ from functools import cache
 from typing import Annotated, Any, Protocol
 
 import torch
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from app.corpora import CorpusCounts
-from app.errors import NotFound, Overloaded, Timeout
+from app.errors import InvalidInput, NotFound, Overloaded, Timeout
 from app.forecasts import Forecasts
 from app.jobs import JobRunner
 from app.metrics import Metrics
 from app.registry import Registry
 from app.scheduler import Scheduler
+from app.schemas import MODEL_NAME
 from app.settings import Settings
 from models.bundle import Bundle
 from models.rnn import LanguageModel
@@ -114,6 +115,27 @@ def language_model_of(body_type: type[NamesAModel]) -> Callable[..., Awaitable[S
 
     async def dependency(body: Any, services: ServicesDep) -> ServedModel:
         return services.language_model(body.model)
+
+    dependency.__annotations__["body"] = body_type
+    return dependency
+
+
+ModelId = Annotated[str, Path(pattern=MODEL_NAME, description="the model this URL serves")]
+
+
+@cache
+def language_model_at(body_type: type[NamesAModel]) -> Callable[..., Awaitable[ServedModel]]:
+    """`language_model_of` for routes under `/models/{model_id}/`: the path names the model,
+    and a body naming another one is a 422."""
+
+    async def dependency(model_id: ModelId, body: Any, services: ServicesDep) -> ServedModel:
+        if body.model not in (None, model_id):
+            raise InvalidInput(
+                f"model: {body.model!r} differs from the model in the path ({model_id!r})",
+                param="model",
+                code="model_mismatch",
+            )
+        return services.language_model(model_id)
 
     dependency.__annotations__["body"] = body_type
     return dependency

@@ -171,6 +171,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     guard = [Depends(require_api_key)] if settings.api_key is not None else []
     for module in (models, generate, completions, tokenize, perplexity, ngrams, forecast):
         app.include_router(module.router, dependencies=guard)
+    # vLLM's tokenizer routes at the root and one model's own base URLs (for lm-eval).
+    app.include_router(tokenize.server_router, dependencies=guard)
+    app.include_router(completions.scoped_router, dependencies=guard)
     _playground(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:

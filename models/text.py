@@ -498,6 +498,41 @@ class Tokenizer:
             hint = f"the rule changes it to {self.rule.apply(token)!r}; {hint}"
         raise TextError(f"{token!r} is not a token of this model ({hint})")
 
+    def id_pieces(self, ids: Sequence[int]) -> list[str]:
+        """The text of each id of a token-id sequence: they join to `decode(ids)` (at the
+        byte level a piece is the text its byte completes, "" inside a character)."""
+        decoder = self.detokenizer()
+        pieces = [decoder.push(i) for i in ids]
+        if pieces:
+            pieces[-1] += decoder.flush()
+            if self.level == "word" and self.normalize == "book":
+                pieces[0] = pieces[0][1:]  # the spaces are between words, not before the first
+        return pieces
+
+    @cached_property
+    def start_id(self) -> int | None:
+        """The token a text is read after when nothing comes before it, or None.
+
+        The models read running text with no document markers, so a text's first token
+        is predicted after what separates texts: a line break under the rule (a space
+        under the book's, at the char level). Evaluation harnesses put it before a text
+        to score its first token. Word-level vocabularies under the book's rule have none.
+        """
+        ids = self.encode("\n").ids
+        return ids[0] if len(ids) == 1 and ids[0] != self.vocab.unk else None
+
+    @cached_property
+    def special_ids(self) -> tuple[int, ...]:
+        """Ids no text encodes to on its own: `<unk>` and reserved tokens such as `<pad>`
+        (the byte vocabulary has none)."""
+        if self.level == "byte":
+            return ()
+        return tuple(
+            i
+            for i, token in enumerate(self.vocab.idx_to_token)
+            if i == self.vocab.unk or self.encode(token).ids != [i]
+        )
+
 
 def char_table(vocab: Vocab) -> NDArray[np.int32]:
     """Code point -> id for a char vocabulary (0, `<unk>`, for characters it lacks): turns a

@@ -3,6 +3,10 @@
 `echo` with `logprobs` and `max_tokens: 0` scores a prompt without generating: the way
 harnesses measure perplexity. Those prompt log-probabilities come from `score_ids`, the
 same code as `/v1/perplexity`; generated tokens' come from the decoder's own logits.
+
+The same route is served under one model's prefix, `/models/{id}/v1/completions`: lm-eval's
+remote tokenizer strips `/v1/completions` from its base_url, so that base URL makes it
+tokenize with `/models/{id}/tokenize`, the model's own tokenizer (app/routes/tokenize.py).
 """
 
 from __future__ import annotations
@@ -13,13 +17,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from app import sse, streams
-from app.completions import CompletionFormat
-from app.deps import ServedModel, ServicesDep, language_model_of
-from app.errors import InvalidInput
+from app.completions import CompletionFormat, read_prompts
+from app.deps import ServedModel, ServicesDep, language_model_at, language_model_of
 from app.schemas.completions import CompletionRequest, CompletionResponse
 from app.schemas.generate import MAX_SEED
 
 router = APIRouter(prefix="/v1/completions", tags=["openai"])
+scoped_router = APIRouter(tags=["openai"])
 
 
 @router.post("", response_model=CompletionResponse, responses=sse.STREAMING_RESPONSES)
@@ -30,19 +34,17 @@ async def create_completion(
 ) -> object:
     """Complete each prompt `n` times (OpenAI's legacy completions API).
 
-    Prompts are cleaned with the bundle's rule (non-letters to spaces, lower case) and the
-    echoed text is the cleaned prompt, as the model read it. Each prompt is its own request
+    A prompt is a text or the model's token ids (one list, or a list of lists). Texts are
+    cleaned with the bundle's rule (non-letters to spaces, lower case) and the echoed text
+    is the cleaned prompt, as the model read it; `prompt_cleanup` lists the texts cleanup
+    changed, and `strict_cleanup` refuses them instead. Token ids are read as they are, the
+    same as the text they stand for. Each prompt is its own request
     to the model's scheduler; choice `p * n + i` is choice i of prompt p. Log-probabilities
     are the model's own (before temperature and top_p). With `stream`, `text_completion`
     chunks arrive as tokens do, then `data: [DONE]`. Unsupported OpenAI fields are accepted
     only at their neutral values (see the schema).
     """
-    prompts = [lm.tokenizer.encode(p) for p in body.prompts()]
-    empty = [i for i, e in enumerate(prompts) if not e.ids]
-    if empty:
-        raise InvalidInput(
-            f"prompt {empty[0]} has no tokens after cleanup", param="prompt", code="empty_prompt"
-        )
+    prompts = read_prompts(lm.name, lm.tokenizer, body)
     scores = None
     if body.echo and body.logprobs is not None:
         scores = [
@@ -59,3 +61,17 @@ async def create_completion(
         usage = body.stream_options is not None and body.stream_options.include_usage
         return sse.response(out.chunks(streams.merged(requests, timeout), usage))
     return out.response(await streams.collect(requests, timeout))
+
+
+@scoped_router.post(
+    "/models/{model_id}/v1/completions",
+    response_model=CompletionResponse,
+    responses=sse.STREAMING_RESPONSES,
+)
+async def create_model_completion(
+    body: CompletionRequest,
+    lm: Annotated[ServedModel, Depends(language_model_at(CompletionRequest))],
+    services: ServicesDep,
+) -> object:
+    """/v1/completions of the model in the path: the base URL for one model's evaluation."""
+    return await create_completion(body, lm, services)

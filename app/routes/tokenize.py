@@ -1,23 +1,59 @@
-"""Text to token ids and back, with a bundle's own cleanup rule and vocabulary (d2l §8.2)."""
+"""Text to token ids and back, with a bundle's own cleanup rule and vocabulary (d2l §8.2).
+
+Two shapes: rnnlm's `/v1/tokenize` and `/v1/detokenize`, and vLLM's `/tokenize`,
+`/detokenize` and `/tokenizer_info` at the server root, which lm-evaluation-harness' remote
+tokenizer calls (it strips `/v1/completions` from its base_url and names no model). Without
+a `model` those describe the default LM; under `/models/{id}/` they describe that model, so
+`base_url=http://HOST:PORT/models/{id}/v1/completions` evaluates any model with its own
+tokenizer.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
-from app.deps import ServedModel, language_model_of
+from app.deps import (
+    ModelId,
+    ServedModel,
+    ServicesDep,
+    language_model_at,
+    language_model_of,
+)
 from app.errors import InvalidInput, responses
+from app.schemas import MODEL_NAME
+from app.schemas.completions import MAX_PROMPT_TOKENS
 from app.schemas.tokenize import (
+    AddedToken,
     DetokenizeRequest,
     DetokenizeResponse,
+    ServerDetokenizeRequest,
+    ServerDetokenizeResponse,
+    ServerTokenizeRequest,
+    ServerTokenizeResponse,
     TokenizeRequest,
     TokenizeResponse,
+    TokenizerInfo,
 )
 from models.text import tokenize
 
 router = APIRouter(prefix="/v1", tags=["tokenization"])
+server_router = APIRouter(tags=["tokenization"])
 ERRORS = responses(400, 401, 404, 413, 422, 503)
+
+
+def check_ids(lm: ServedModel, ids: list[int], param: str) -> None:
+    """422 naming the first id outside the model's vocabulary."""
+    size = len(lm.tokenizer.vocab)
+    bad = next((i for i, t in enumerate(ids) if t >= size), None)
+    if bad is not None:
+        raise InvalidInput(
+            f"{param}.{bad}: {ids[bad]} is not a token of {lm.name!r} "
+            f"(its ids are 0 to {size - 1})",
+            param=f"{param}.{bad}",
+            code="id_out_of_range",
+        )
 
 
 @router.post("/tokenize", response_model=TokenizeResponse, responses=ERRORS)
@@ -43,13 +79,97 @@ async def detokenize_ids(
     lm: Annotated[ServedModel, Depends(language_model_of(DetokenizeRequest))],
 ) -> DetokenizeResponse:
     """The text of token ids: characters joined, or words joined by single spaces."""
-    size = len(lm.tokenizer.vocab)
-    bad = [i for i, t in enumerate(body.ids) if t >= size]
-    if bad:
-        raise InvalidInput(
-            f"ids.{bad[0]}: {body.ids[bad[0]]} is not a token of {lm.name!r} "
-            f"(its ids are 0 to {size - 1})",
-            param=f"ids.{bad[0]}",
-            code="id_out_of_range",
-        )
+    check_ids(lm, body.ids, "ids")
     return DetokenizeResponse(model=lm.name, text=lm.tokenizer.decode(body.ids))
+
+
+def tokenizer_info(lm: ServedModel) -> TokenizerInfo:
+    tokenizer = lm.tokenizer
+    vocab = tokenizer.vocab.idx_to_token
+    start = tokenizer.start_id
+    return TokenizerInfo(
+        tokenizer_class=f"rnnlm-{tokenizer.level}",
+        model=lm.name,
+        level=tokenizer.level,
+        vocab_size=len(vocab),
+        vocab=vocab,
+        bos_token=None if start is None else tokenizer.decode([start]),
+        unk_token=vocab[tokenizer.vocab.unk],
+        model_max_length=MAX_PROMPT_TOKENS,
+        added_tokens_decoder={str(i): AddedToken(content=vocab[i]) for i in tokenizer.special_ids},
+    )
+
+
+def tokenize_prompt(lm: ServedModel, body: ServerTokenizeRequest) -> ServerTokenizeResponse:
+    ids = lm.tokenizer.encode(body.prompt).ids
+    return ServerTokenizeResponse(
+        count=len(ids),
+        max_model_len=MAX_PROMPT_TOKENS,
+        tokens=ids,
+        token_strs=lm.tokenizer.id_pieces(ids) if body.return_token_strs else None,
+    )
+
+
+def detokenize_tokens(lm: ServedModel, body: ServerDetokenizeRequest) -> ServerDetokenizeResponse:
+    check_ids(lm, body.tokens, "tokens")
+    return ServerDetokenizeResponse(prompt=lm.tokenizer.decode(body.tokens))
+
+
+ModelQuery = Annotated[
+    str | None, Query(pattern=MODEL_NAME, description="bundle name; default: the default LM")
+]
+DefaultTokenize = Annotated[ServedModel, Depends(language_model_of(ServerTokenizeRequest))]
+DefaultDetokenize = Annotated[ServedModel, Depends(language_model_of(ServerDetokenizeRequest))]
+ScopedTokenize = Annotated[ServedModel, Depends(language_model_at(ServerTokenizeRequest))]
+ScopedDetokenize = Annotated[ServedModel, Depends(language_model_at(ServerDetokenizeRequest))]
+
+
+@server_router.get("/tokenizer_info", response_model=TokenizerInfo, responses=ERRORS)
+async def get_tokenizer_info(services: ServicesDep, model: ModelQuery = None) -> TokenizerInfo:
+    """The default (or named) LM's tokenizer: vocabulary, special tokens and the start token
+    lm-eval puts before a text (vLLM's /tokenizer_info)."""
+    return tokenizer_info(services.language_model(model))
+
+
+@server_router.post("/tokenize", response_model=ServerTokenizeResponse, responses=ERRORS)
+async def tokenize_default(
+    body: ServerTokenizeRequest, lm: DefaultTokenize
+) -> ServerTokenizeResponse:
+    """Text to the ids /v1/completions reads for it (vLLM's /tokenize)."""
+    return tokenize_prompt(lm, body)
+
+
+@server_router.post("/detokenize", response_model=ServerDetokenizeResponse, responses=ERRORS)
+async def detokenize_default(
+    body: ServerDetokenizeRequest, lm: DefaultDetokenize
+) -> ServerDetokenizeResponse:
+    """Token ids to their text (vLLM's /detokenize)."""
+    return detokenize_tokens(lm, body)
+
+
+@server_router.get(
+    "/models/{model_id}/tokenizer_info", response_model=TokenizerInfo, responses=ERRORS
+)
+async def get_model_tokenizer_info(model_id: ModelId, services: ServicesDep) -> TokenizerInfo:
+    """/tokenizer_info of the model in the path."""
+    return tokenizer_info(services.language_model(model_id))
+
+
+@server_router.post(
+    "/models/{model_id}/tokenize", response_model=ServerTokenizeResponse, responses=ERRORS
+)
+async def tokenize_scoped(
+    body: ServerTokenizeRequest, lm: ScopedTokenize
+) -> ServerTokenizeResponse:
+    """/tokenize with the model in the path."""
+    return tokenize_prompt(lm, body)
+
+
+@server_router.post(
+    "/models/{model_id}/detokenize", response_model=ServerDetokenizeResponse, responses=ERRORS
+)
+async def detokenize_scoped(
+    body: ServerDetokenizeRequest, lm: ScopedDetokenize
+) -> ServerDetokenizeResponse:
+    """/detokenize with the model in the path."""
+    return detokenize_tokens(lm, body)

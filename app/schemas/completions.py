@@ -16,7 +16,6 @@ from app.schemas import ResponseBody, StrictRequest, Usage, model_field
 from app.schemas.generate import (
     MAX_N,
     MAX_NEW_TOKENS,
-    MAX_PREFIX_CHARS,
     MAX_SEED,
     MAX_STOP,
     MAX_STOP_CHARS,
@@ -25,14 +24,72 @@ from app.schemas.generate import (
 from models.generate import FinishReason, SamplingParams
 from models.text import clean
 
-MAX_PROMPTS = 16
+# Sized for evaluation harnesses: lm-eval's common `batch_size` 32 with `max_length` 8192
+# fits (its defaults are 1 and 2048); the request total bounds one request's scoring work.
+MAX_PROMPTS = 64
 MAX_CHOICES = 64  # prompts x n
+MAX_PROMPT_TOKENS = 32_768  # one prompt: token ids, or characters (and tokens) of a text
+MAX_REQUEST_TOKENS = 262_144  # all prompts of a request together
 MAX_LOGPROBS = 5
 MAX_USER_CHARS = 256
 MAX_LOGIT_BIAS = 300
 
-Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PREFIX_CHARS)]
+PromptText = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_TOKENS)]
+TokenIds = Annotated[
+    list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=MAX_PROMPT_TOKENS)
+]
 StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+PROMPT_SHAPES = (
+    "prompt must be a text, a list of texts, a list of token ids, or a list of lists of token ids"
+)
+
+
+def _is_id(value: object) -> bool:
+    return type(value) is int and value >= 0  # bool is an int subclass, not a token id
+
+
+def prompt_items(value: object) -> list[Any]:
+    """The prompts of any of OpenAI's four shapes, or ValueError saying what is wrong.
+
+    Checked here rather than left to the union type, whose errors name pydantic's
+    internal branches instead of the prompt and position at fault.
+    """
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not texts:
+        got = "an empty list" if texts == [] else f"{type(value).__name__}"
+        raise ValueError(f"{PROMPT_SHAPES}; got {got}")
+    if isinstance(texts[0], str):
+        for p, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ValueError(f"prompt {p} is not a text, as prompt 0 is; {PROMPT_SHAPES}")
+            if not text:
+                raise ValueError(f"prompt {p} is an empty text")
+        return texts
+    prompts = texts if isinstance(texts[0], list) else [texts]
+    for p, ids in enumerate(prompts):
+        if not isinstance(ids, list) or not ids:
+            what = "an empty list" if ids == [] else "not a list of token ids"
+            raise ValueError(f"prompt {p} is {what}; {PROMPT_SHAPES}")
+        bad = next((i for i, t in enumerate(ids) if not _is_id(t)), None)
+        if bad is not None:
+            raise ValueError(
+                f"prompt {p}, position {bad}: {ids[bad]!r:.20} is not a token id "
+                "(a whole number >= 0)"
+            )
+    return prompts
+
+
+def check_prompt_sizes(sizes: list[int], unit: str) -> None:
+    """The caps on prompts per request, one prompt's length and the request's total."""
+    if len(sizes) > MAX_PROMPTS:
+        raise ValueError(f"at most {MAX_PROMPTS} prompts per request, got {len(sizes)}")
+    for p, size in enumerate(sizes):
+        if size > MAX_PROMPT_TOKENS:
+            raise ValueError(f"prompt {p} has {size} {unit}; at most {MAX_PROMPT_TOKENS}")
+    if sum(sizes) > MAX_REQUEST_TOKENS:
+        raise ValueError(
+            f"the prompts hold {sum(sizes)} {unit} in all; at most {MAX_REQUEST_TOKENS} per request"
+        )
 
 
 class StreamOptions(StrictRequest):
@@ -43,10 +100,18 @@ class StreamOptions(StrictRequest):
 
 class CompletionRequest(StrictRequest):
     model: str | None = model_field()  # type: ignore[assignment]
-    prompt: Prompt | Annotated[list[Prompt], Field(min_length=1, max_length=MAX_PROMPTS)] = Field(
-        description=f"text to continue, or a list of up to {MAX_PROMPTS} texts (each its own "
-        "request; choices come prompt by prompt). Cleaned with the bundle's rule (a-z and "
-        "spaces) first. Token-id prompts are not accepted.",
+    prompt: (
+        PromptText
+        | Annotated[list[PromptText], Field(min_length=1, max_length=MAX_PROMPTS)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_PROMPTS)]
+    ) = Field(
+        description="what to continue: a text, a list of texts, token ids (the model's own, "
+        "see /tokenize), or a list of token-id lists; each prompt is its own request and "
+        "choices come prompt by prompt. Texts are cleaned with the bundle's rule first "
+        "(`prompt_cleanup` in the response says when that changed one); token ids are read "
+        f"as they are. Up to {MAX_PROMPTS} prompts of up to {MAX_PROMPT_TOKENS} tokens "
+        f"(or characters), {MAX_REQUEST_TOKENS} in all.",
         examples=["the time traveller "],
     )
     max_tokens: int = Field(
@@ -117,6 +182,21 @@ class CompletionRequest(StrictRequest):
         examples=[{}],
     )
 
+    strict_cleanup: bool = Field(
+        False,
+        description="refuse (422) a text prompt or stop string that the bundle's cleanup "
+        "would change, instead of cleaning it: the text the model reads is then exactly "
+        "the text sent",
+    )
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_shape(cls, value: object) -> object:
+        items = prompt_items(value)
+        unit = "characters" if isinstance(items[0], str) else "tokens"
+        check_prompt_sizes([len(p) for p in items], unit)
+        return value
+
     @field_validator("presence_penalty", "frequency_penalty", "suffix", "logit_bias")
     @classmethod
     def _neutral_only(cls, value: Any, info: ValidationInfo) -> Any:
@@ -138,19 +218,23 @@ class CompletionRequest(StrictRequest):
     @classmethod
     def _few_choices(cls, n: int, info: ValidationInfo) -> int:
         prompts = info.data.get("prompt")
-        count = len(prompts) if isinstance(prompts, list) else 1
+        count = len(prompt_items(prompts)) if prompts is not None else 1
         if n * count > MAX_CHOICES:
             raise ValueError(f"n x number of prompts must be at most {MAX_CHOICES}")
         return n
 
-    def prompts(self) -> list[str]:
-        return self.prompt if isinstance(self.prompt, list) else [self.prompt]
+    def prompts(self) -> list[str | list[int]]:
+        """One entry per prompt: its text, or its token ids."""
+        return prompt_items(self.prompt)
+
+    def stop_list(self) -> list[str]:
+        """The stop strings as sent."""
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
     def stop_strings(self) -> tuple[str, ...]:
         """The stop strings after the bundle's cleanup (a non-empty string never cleans to
         nothing: a run of non-letters becomes one space)."""
-        stop = [self.stop] if isinstance(self.stop, str) else self.stop or []
-        return tuple(dict.fromkeys(clean(s) for s in stop))
+        return tuple(dict.fromkeys(clean(s) for s in self.stop_list()))
 
     def to_params(self, seed: int) -> list[SamplingParams]:
         """The n choices of one prompt, as the engine takes them."""
@@ -185,6 +269,14 @@ class CompletionChoice(ResponseBody):
     )
 
 
+class PromptCleanup(ResponseBody):
+    """A text prompt that the bundle's cleanup changed: the model read `cleaned`."""
+
+    index: int = Field(description="which prompt")
+    cleaned: str = Field(description="the text as the model read it (and as echo shows it)")
+    first_change: int = Field(description="the first character position that differs")
+
+
 class CompletionResponse(ResponseBody):
     """A completion, or (streaming) one chunk of one."""
 
@@ -194,3 +286,8 @@ class CompletionResponse(ResponseBody):
     model: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
+    prompt_cleanup: list[PromptCleanup] | None = Field(
+        None,
+        description="the text prompts that cleanup changed (null when none did; in a stream, "
+        "on the first chunk); token ids are never changed. `strict_cleanup` refuses them",
+    )

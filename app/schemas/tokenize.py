@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from app.schemas import ResponseBody, StrictRequest, model_field
+from app.schemas import ResponseBody, StrictRequest, Text, model_field
 
 MAX_TEXT_CHARS = 200_000
 MAX_IDS = 200_000
@@ -43,3 +43,74 @@ class DetokenizeRequest(StrictRequest):
 class DetokenizeResponse(ResponseBody):
     model: str
     text: str = Field(description="characters joined, or words joined by spaces")
+
+
+# vLLM's tokenizer endpoints (`/tokenize`, `/detokenize`, `/tokenizer_info`), in the shapes
+# its server and lm-evaluation-harness' remote tokenizer use.
+
+
+class ServerTokenizeRequest(StrictRequest):
+    model: str | None = model_field()  # type: ignore[assignment]
+    prompt: Text = Field(
+        max_length=MAX_TEXT_CHARS,
+        description="text to tokenize, with the model's rule (the same ids /v1/completions reads)",
+        examples=["The Time Traveller!"],
+    )
+    add_special_tokens: bool = Field(
+        True,
+        description="accepted for vLLM compatibility; rnnlm's tokenizers add no special "
+        "tokens to a text (`add_bos_token` is false in /tokenizer_info)",
+    )
+    return_token_strs: bool = Field(False, description="also return each token's text")
+
+
+class ServerTokenizeResponse(ResponseBody):
+    count: int = Field(description="number of tokens")
+    max_model_len: int = Field(description="the longest prompt /v1/completions accepts, in tokens")
+    tokens: list[int] = Field(description="token ids")
+    token_strs: list[str] | None = Field(None, description="each token's text, when asked")
+
+
+class ServerDetokenizeRequest(StrictRequest):
+    model: str | None = model_field()  # type: ignore[assignment]
+    tokens: list[Annotated[int, Field(ge=0, le=MAX_ID)]] = Field(
+        max_length=MAX_IDS,
+        description="token ids, each below the model's vocabulary size",
+        examples=[[3, 9, 2]],
+    )
+
+
+class ServerDetokenizeResponse(ResponseBody):
+    prompt: str = Field(description="the text of the ids")
+
+
+class AddedToken(ResponseBody):
+    content: str
+    special: bool = True
+
+
+class TokenizerInfo(ResponseBody):
+    """A model's tokenizer, in the keys of a Hugging Face `tokenizer_config.json` (as vLLM's
+    /tokenizer_info returns them) plus rnnlm's own: the rule, level and whole vocabulary."""
+
+    tokenizer_class: str = Field(description="rnnlm's tokenizer: cleanup rule, then char or word")
+    model: str = Field(description="the model this tokenizer belongs to")
+    level: str = Field(description="char or word tokens")
+    vocab_size: int
+    vocab: list[str] = Field(description="every token's text, by id")
+    bos_token: str | None = Field(
+        description="the token a text is read after when nothing precedes it (what a line "
+        "break becomes under the rule: a space at the book's character level); lm-eval "
+        "prefixes it to score a text's first token. null for word-level models"
+    )
+    eos_token: None = Field(
+        None, description="always null: rnnlm's models never end a text on their own"
+    )
+    unk_token: str = Field(description="what tokens missing from the vocabulary become")
+    pad_token: None = Field(None, description="always null: requests are never padded")
+    add_bos_token: bool = Field(False, description="false: texts are tokenized as they are")
+    add_eos_token: bool = False
+    model_max_length: int = Field(description="the longest prompt /v1/completions accepts")
+    added_tokens_decoder: dict[str, AddedToken] = Field(
+        description="the special tokens by id: `<unk>` and any reserved ones"
+    )

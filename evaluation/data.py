@@ -1,0 +1,115 @@
+"""Local evaluation data for lm-evaluation-harness: held-out text and a cloze task.
+
+`python -m evaluation.data` writes two JSON-lines files beside the task files in
+`evaluation/tasks/`, so `lm_eval --include_path evaluation/tasks` runs offline:
+
+- `heldout.jsonl`: the corpus' held-out tail (the part training never saw: the last
+  `val_frac` of the cleaned text, the same split `python -m training lm` makes), cut at
+  spaces into documents of at most `max_chars` characters, one `{"text": ...}` a line.
+  Short documents fit lm-eval's default window (`max_length` 2048), so each is scored
+  with its whole context, as `/v1/perplexity` scores it.
+- `cloze.jsonl`: multiple choice over the same text: `context` (some words), `choices`
+  (the word that really follows and distractors of similar length from the same text, in
+  a seeded random order) and `answer` (the index of the real word).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from models.corpus import read_corpus, resolve_corpus
+from models.text import clean_corpus
+
+OUT = Path(__file__).resolve().parent / "data"
+
+
+def heldout_text(raw: str, val_frac: float = 0.1) -> str:
+    """The cleaned text's last `val_frac` of characters (training's validation split), less
+    the word the split cuts through."""
+    text = clean_corpus(raw)
+    tail = text[len(text) - round(len(text) * val_frac) :]
+    return tail.split(" ", 1)[1] if " " in tail else ""
+
+
+def documents(text: str, max_chars: int = 1500) -> list[str]:
+    """`text` cut at spaces into pieces of at most `max_chars` characters."""
+    docs, current = [], ""
+    for word in text.split():
+        if current and len(current) + 1 + len(word) > max_chars:
+            docs.append(current)
+            current = ""
+        current = f"{current} {word}" if current else word
+    if current:
+        docs.append(current)
+    return docs
+
+
+def cloze_items(
+    docs: Sequence[str], count: int, context_words: int = 12, n_choices: int = 4, seed: int = 0
+) -> list[dict[str, object]]:
+    """Up to `count` items: a context of words, the next word and distractors to pick from."""
+    rng = random.Random(seed)
+    words = [w for d in docs for w in d.split()]
+    by_length: dict[int, list[str]] = {}
+    for w in sorted(set(words)):
+        by_length.setdefault(len(w), []).append(w)
+    items: list[dict[str, object]] = []
+    stride = max(1, (len(words) - context_words) // max(1, count))
+    for i in range(context_words, len(words), stride):
+        answer = words[i]
+        pool = [
+            w
+            for n in (len(answer) - 1, len(answer), len(answer) + 1)
+            for w in by_length.get(n, [])
+            if w != answer
+        ]
+        if len(pool) < n_choices - 1:
+            continue
+        choices = [answer, *rng.sample(pool, n_choices - 1)]
+        rng.shuffle(choices)
+        context = " ".join(words[i - context_words : i])
+        items.append({"context": context, "choices": choices, "answer": choices.index(answer)})
+        if len(items) == count:
+            break
+    return items
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, object]]) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(row) for row in rows]
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return len(lines)
+
+
+def write_tasks_data(raw: str, out: Path, val_frac: float = 0.1, cloze: int = 100) -> None:
+    docs = documents(heldout_text(raw, val_frac))
+    n_docs = write_jsonl(out / "heldout.jsonl", ({"text": d} for d in docs))
+    n_items = write_jsonl(out / "cloze.jsonl", cloze_items(docs, cloze))
+    print(f"{out / 'heldout.jsonl'}: {n_docs} documents, {sum(map(len, docs))} characters")
+    print(f"{out / 'cloze.jsonl'}: {n_items} items")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.data", description=__doc__)
+    parser.add_argument("--corpus", default="timemachine", help="built-in name or a text file")
+    parser.add_argument("--val-frac", type=float, default=0.1, help="held-out tail fraction")
+    parser.add_argument("--cloze", type=int, default=100, help="multiple-choice items")
+    parser.add_argument("--out", type=Path, default=OUT, help="where the .jsonl files go")
+    args = parser.parse_args(argv)
+    data_dir = os.environ.get("RNNLM_DATA_DIR")
+    path = resolve_corpus(
+        args.corpus,
+        data_dir=Path(data_dir) if data_dir else None,
+        cache_dir=Path.home() / ".cache" / "rnnlm",
+        allow_download=True,
+    )
+    write_tasks_data(read_corpus(path), args.out, args.val_frac, args.cloze)
+
+
+if __name__ == "__main__":
+    main()
