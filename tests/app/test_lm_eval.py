@@ -24,6 +24,8 @@ from evaluation.data import cloze_items, documents, write_jsonl
 from models.text import clean_corpus
 from tests.conftest import ROOT, TINY_TEXT
 
+pytestmark = pytest.mark.lmeval
+
 OFFLINE = {
     "HF_DATASETS_OFFLINE": "1",
     "HF_HUB_OFFLINE": "1",
