@@ -84,16 +84,20 @@ def test_token_ids_are_scored_exactly_as_their_text(client: TestClient, model: s
     ids = ids_of(client, TEXT, model)
     as_text, as_ids = scored(client, TEXT, model), scored(client, ids, model)
     assert as_ids["choices"] == as_text["choices"]
-    assert as_ids["usage"] == as_text["usage"] == {
-        "prompt_tokens": len(ids),
-        "completion_tokens": 0,
-        "total_tokens": len(ids),
-    }
+    assert (
+        as_ids["usage"]
+        == as_text["usage"]
+        == {
+            "prompt_tokens": len(ids),
+            "completion_tokens": 0,
+            "total_tokens": len(ids),
+        }
+    )
     batch = scored(client, [ids, ids[:5]], model)
     assert batch["choices"][0] == as_text["choices"][0] | {"index": 0}
-    assert batch["choices"][1]["logprobs"]["tokens"] == as_text["choices"][0]["logprobs"][
-        "tokens"
-    ][:5]
+    assert (
+        batch["choices"][1]["logprobs"]["tokens"] == as_text["choices"][0]["logprobs"]["tokens"][:5]
+    )
 
 
 def test_token_ids_generate_like_text(client: TestClient) -> None:
