@@ -19,13 +19,14 @@ import argparse
 import json
 import os
 import random
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from models.corpus import read_corpus, resolve_corpus
+from models.corpus import CorpusError, read_corpus, resolve_corpus
 from models.text import clean_corpus
 
-OUT = Path(__file__).resolve().parent / "data"
+OUT = Path("evaluation") / "data"  # relative, as the task files name it: run from the root
 
 
 def heldout_text(raw: str, val_frac: float = 0.1) -> str:
@@ -94,22 +95,32 @@ def write_tasks_data(raw: str, out: Path, val_frac: float = 0.1, cloze: int = 10
     print(f"{out / 'cloze.jsonl'}: {n_items} items")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m evaluation.data", description=__doc__)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation.data",
+        description="Write the local lm-eval task data (evaluation/data/*.jsonl).",
+    )
     parser.add_argument("--corpus", default="timemachine", help="built-in name or a text file")
     parser.add_argument("--val-frac", type=float, default=0.1, help="held-out tail fraction")
     parser.add_argument("--cloze", type=int, default=100, help="multiple-choice items")
     parser.add_argument("--out", type=Path, default=OUT, help="where the .jsonl files go")
-    args = parser.parse_args(argv)
-    data_dir = os.environ.get("RNNLM_DATA_DIR")
-    path = resolve_corpus(
-        args.corpus,
-        data_dir=Path(data_dir) if data_dir else None,
-        cache_dir=Path.home() / ".cache" / "rnnlm",
-        allow_download=True,
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=os.environ.get("RNNLM_DATA_DIR"),
+        help="directory holding named corpora (env RNNLM_DATA_DIR)",
     )
-    write_tasks_data(read_corpus(path), args.out, args.val_frac, args.cloze)
+    parser.add_argument("--no-download", action="store_true", help="never download a corpus")
+    args = parser.parse_args(argv)
+    cache = Path(os.environ.get("RNNLM_CACHE_DIR", Path.home() / ".cache" / "rnnlm"))
+    try:
+        path = resolve_corpus(args.corpus, args.data_dir, cache, not args.no_download)
+        write_tasks_data(read_corpus(path), args.out, args.val_frac, args.cloze)
+    except (CorpusError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
