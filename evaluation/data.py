@@ -4,8 +4,9 @@
 `evaluation/tasks/`, so `lm_eval --include_path evaluation/tasks` runs offline:
 
 - `heldout.jsonl`: the corpus' held-out tail (the part training never saw: the last
-  `val_frac` of the cleaned text, the same split `python -m training lm` makes), cut at
-  spaces into documents of at most `max_chars` characters, one `{"text": ...}` a line.
+  `val_frac` of the text after the rule's normalization, the split `python -m training lm`
+  makes at the character level), cut at whitespace into documents of at most
+  `max_chars` characters, one `{"text": ...}` a line.
   Short documents fit lm-eval's default window (`max_length` 2048), so each is scored
   with its whole context, as `/v1/perplexity` scores it.
 - `cloze.jsonl`: multiple choice over the same text: `context` (some words), `choices`
@@ -19,34 +20,37 @@ import argparse
 import json
 import os
 import random
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from models.corpus import CorpusError, read_corpus, resolve_corpus
-from models.text import clean_corpus
+from models.text import NORMALIZES, Normalize, TextRule
 
 OUT = Path("evaluation") / "data"  # relative, as the task files name it: run from the root
 
 
-def heldout_text(raw: str, val_frac: float = 0.1) -> str:
-    """The cleaned text's last `val_frac` of characters (training's validation split), less
-    the word the split cuts through."""
-    text = clean_corpus(raw)
+def heldout_text(raw: str, val_frac: float = 0.1, normalize: Normalize = "book") -> str:
+    """The normalized text's last `val_frac` of characters (training's validation split),
+    less the word the split cuts through."""
+    text = TextRule(normalize).apply_corpus(raw)
     tail = text[len(text) - round(len(text) * val_frac) :]
-    return tail.split(" ", 1)[1] if " " in tail else ""
+    cut = re.search(r"\s", tail)
+    return tail[cut.end() :] if cut else ""
 
 
 def documents(text: str, max_chars: int = 1500) -> list[str]:
-    """`text` cut at spaces into pieces of at most `max_chars` characters."""
+    """`text` cut at whitespace into pieces of at most `max_chars` characters (a longer word
+    is a piece of its own), each stripped; the text between pieces is kept as it is."""
     docs, current = [], ""
-    for word in text.split():
-        if current and len(current) + 1 + len(word) > max_chars:
-            docs.append(current)
+    for part in re.split(r"(?<=\s)(?=\S)", text):
+        if current.strip() and len(current) + len(part.rstrip()) > max_chars:
+            docs.append(current.strip())
             current = ""
-        current = f"{current} {word}" if current else word
-    if current:
-        docs.append(current)
+        current += part
+    if current.strip():
+        docs.append(current.strip())
     return docs
 
 
@@ -87,8 +91,10 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, object]]) -> int:
     return len(lines)
 
 
-def write_tasks_data(raw: str, out: Path, val_frac: float = 0.1, cloze: int = 100) -> None:
-    docs = documents(heldout_text(raw, val_frac))
+def write_tasks_data(
+    raw: str, out: Path, val_frac: float = 0.1, cloze: int = 100, normalize: Normalize = "book"
+) -> None:
+    docs = documents(heldout_text(raw, val_frac, normalize))
     n_docs = write_jsonl(out / "heldout.jsonl", ({"text": d} for d in docs))
     n_items = write_jsonl(out / "cloze.jsonl", cloze_items(docs, cloze))
     print(f"{out / 'heldout.jsonl'}: {n_docs} documents, {sum(map(len, docs))} characters")
@@ -110,12 +116,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=os.environ.get("RNNLM_DATA_DIR"),
         help="directory holding named corpora (env RNNLM_DATA_DIR)",
     )
+    parser.add_argument(
+        "--normalize",
+        choices=NORMALIZES,
+        default="book",
+        help="the evaluated model's rule: book (cleaned text) or none (the text as it is)",
+    )
     parser.add_argument("--no-download", action="store_true", help="never download a corpus")
     args = parser.parse_args(argv)
     cache = Path(os.environ.get("RNNLM_CACHE_DIR", Path.home() / ".cache" / "rnnlm"))
     try:
         path = resolve_corpus(args.corpus, args.data_dir, cache, not args.no_download)
-        write_tasks_data(read_corpus(path), args.out, args.val_frac, args.cloze)
+        write_tasks_data(read_corpus(path), args.out, args.val_frac, args.cloze, args.normalize)
     except (CorpusError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
