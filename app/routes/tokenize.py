@@ -86,15 +86,16 @@ async def detokenize_ids(
 def tokenizer_info(lm: ServedModel) -> TokenizerInfo:
     tokenizer = lm.tokenizer
     vocab = tokenizer.vocab.idx_to_token
-    start = tokenizer.start_id
+    start, unk = tokenizer.start_id, tokenizer.vocab.unk
     return TokenizerInfo(
-        tokenizer_class=f"rnnlm-{tokenizer.level}",
+        tokenizer_class=f"rnnlm-{tokenizer.normalize}-{tokenizer.level}",
         model=lm.name,
+        normalize=tokenizer.normalize,
         level=tokenizer.level,
         vocab_size=len(vocab),
         vocab=vocab,
         bos_token=None if start is None else tokenizer.decode([start]),
-        unk_token=vocab[tokenizer.vocab.unk],
+        unk_token=None if unk is None else vocab[unk],
         model_max_length=MAX_PROMPT_TOKENS,
         added_tokens_decoder={str(i): AddedToken(content=vocab[i]) for i in tokenizer.special_ids},
     )

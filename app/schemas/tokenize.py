@@ -93,20 +93,24 @@ class TokenizerInfo(ResponseBody):
     """A model's tokenizer, in the keys of a Hugging Face `tokenizer_config.json` (as vLLM's
     /tokenizer_info returns them) plus rnnlm's own: the rule, level and whole vocabulary."""
 
-    tokenizer_class: str = Field(description="rnnlm's tokenizer: cleanup rule, then char or word")
+    tokenizer_class: str = Field(description="rnnlm-<normalize>-<level>")
     model: str = Field(description="the model this tokenizer belongs to")
-    level: str = Field(description="char or word tokens")
+    normalize: str = Field(description="book (a-z and single spaces) or none (text as given)")
+    level: str = Field(description="char, word or byte tokens")
     vocab_size: int
     vocab: list[str] = Field(description="every token's text, by id")
     bos_token: str | None = Field(
         description="the token a text is read after when nothing precedes it (what a line "
-        "break becomes under the rule: a space at the book's character level); lm-eval "
-        "prefixes it to score a text's first token. null for word-level models"
+        "break becomes under the rule: a space under the book's, a newline under none); "
+        "lm-eval puts it before a text to score the text's first token. null when the "
+        "rule has no such token (word level under the book's rule)"
     )
     eos_token: None = Field(
         None, description="always null: rnnlm's models never end a text on their own"
     )
-    unk_token: str = Field(description="what tokens missing from the vocabulary become")
+    unk_token: str | None = Field(
+        description="what tokens missing from the vocabulary become (null at the byte level)"
+    )
     pad_token: None = Field(None, description="always null: requests are never padded")
     add_bos_token: bool = Field(False, description="false: texts are tokenized as they are")
     add_eos_token: bool = False

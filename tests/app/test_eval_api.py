@@ -37,6 +37,7 @@ def scored(client: TestClient, prompt: object, model: str = "char-lstm", **kw) -
 def test_tokenizer_info_describes_the_real_vocabulary(client: TestClient) -> None:
     info = ok(client.get("/tokenizer_info"))
     assert info["model"] == "char-lstm" and info["level"] == "char"
+    assert info["normalize"] == "book" and info["tokenizer_class"] == "rnnlm-book-char"
     vocab = ok(client.post("/v1/tokenize", json={"text": "the time"}))
     assert info["vocab"][0] == "<unk>" and info["vocab_size"] == len(info["vocab"])
     assert [info["vocab"][i] for i in vocab["ids"]] == list("the time")
