@@ -280,3 +280,39 @@ def test_vectorised_char_encoding_equals_the_vocabulary_lookup() -> None:
     text = rule.apply(SAMPLE)
     assert encode_chars(text, table).tolist() == vocab.encode(list(text))
     assert encode_chars("plain ascii", table).tolist() == vocab.encode(list("plain ascii"))
+
+
+# What evaluation harnesses read: each id's text, the start token, the special tokens.
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: f"{r.normalize}-{r.level}")
+def test_id_pieces_are_one_per_id_and_join_to_the_decoded_text(rule: TextRule) -> None:
+    tok = tokenizer_for(rule, SAMPLE)
+    ids = tok.encode(SAMPLE).ids
+    pieces = tok.id_pieces(ids)
+    assert len(pieces) == len(ids) and "".join(pieces) == tok.decode(ids)
+    assert tok.id_pieces(ids[:1]) == [tok.decode(ids[:1])] and tok.id_pieces([]) == []
+
+
+@pytest.mark.parametrize(
+    ("normalize", "level", "start"),
+    [
+        ("book", "char", " "),
+        ("book", "word", None),
+        ("book", "byte", " "),
+        ("none", "char", "\n"),
+        ("none", "word", "\n"),
+        ("none", "byte", "\n"),
+    ],
+)
+def test_start_token_is_what_separates_texts_under_the_rule(normalize, level, start) -> None:
+    tok = tokenizer_for(TextRule(normalize, level), SAMPLE)
+    assert (None if tok.start_id is None else tok.decode([tok.start_id])) == start
+
+
+def test_special_ids_are_unk_and_reserved_tokens() -> None:
+    rule = TextRule("book", "word")
+    vocab = Vocab.build(rule.split(rule.apply(SAMPLE)), reserved_tokens=["<pad>", "<bos>"])
+    assert Tokenizer.for_rule(rule, vocab).special_ids == (0, 1, 2)
+    assert tokenizer_for(TextRule("none", "char"), SAMPLE + "<>").special_ids == (0,)
+    assert tokenizer_for(TextRule("none", "byte"), SAMPLE).special_ids == ()
