@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 
 from models.options import check, option, type_hints
 from models.rnn import ARCHITECTURES, LMConfig
-from models.text import Level, LineJoin
+from models.text import UNK, Level, LineJoin
 from training.batches import Sampling
 
 Optimizer = Literal["sgd", "adam", "adamw"]
@@ -62,10 +62,19 @@ class DataConfig:
         "space", "join cleaned lines with a space, or with nothing as the book does"
     )
     min_freq: int = option(0, "drop rarer tokens to <unk>", ge=0)
+    reserved_tokens: tuple[str, ...] = option(
+        (), "tokens the vocabulary holds right after <unk> (the book's Vocab reserved_tokens)"
+    )
     val_frac: float = option(0.1, "held-out fraction at the end of the corpus", ge=0, lt=1)
 
     def __post_init__(self) -> None:
         check(self)
+        reserved = self.reserved_tokens
+        if len(set(reserved)) != len(reserved) or "" in reserved or UNK in reserved:
+            raise ValueError(
+                f"reserved_tokens must be distinct, non-empty and not {UNK} (always index 0), "
+                f"got {list(reserved)}"
+            )
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ def load_tokens(data: DataConfig) -> Tokens:
     path = resolve_corpus(data.corpus, data.data_dir, data.cache_dir, data.allow_download)
     tokens = tokenize(clean_corpus(read_corpus(path), data.line_join), data.level)
     train_tokens, val_tokens = split_tokens(tokens, data.val_frac)
-    vocab = Vocab.build(train_tokens, min_freq=data.min_freq)
+    vocab = Vocab.build(train_tokens, data.min_freq, data.reserved_tokens)
     return Tokens(
         Tokenizer(vocab, data.level, data.line_join),
         torch.tensor(vocab.encode(train_tokens), dtype=torch.long),
