@@ -70,7 +70,8 @@ def curves_figure(
     """The curves of `history` (records with "epoch" and the keys of PANELS).
 
     Args:
-        best_epoch: marked with a dotted line: the epoch whose weights the bundle holds.
+        best_epoch: marked with a dotted line: the epoch whose weights the bundle holds
+            (the best by validation perplexity; the last without a held-out split).
         clip: the clipping threshold theta, drawn on the gradient-norm panel.
     """
     panels = panels_of(history)
@@ -87,7 +88,8 @@ def curves_figure(
         if clip is not None and panel.series[0][0] == "grad_norm_mean":
             ax.axhline(clip, color="black", linestyle="--", lw=0.8, label=f"clip θ = {clip:g}")
         if best_epoch is not None:
-            ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")
+            kept = f"weights kept (epoch {best_epoch})"
+            ax.axvline(best_epoch, color="grey", linestyle=":", label=kept)
         if ax.lines:
             _log_axis(ax)
             ax.legend(fontsize="small")

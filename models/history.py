@@ -16,9 +16,14 @@ from typing import Any
 Record = dict[str, Any]
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
 def best_epoch(history: Sequence[Mapping[str, Any]]) -> int:
-    """The epoch with the lowest validation perplexity (the last one when there is none)."""
-    finite = [h for h in history if math.isfinite(h["val_ppl"])]
+    """The epoch with the lowest validation perplexity (the last one when there is none:
+    `val_ppl` null without a held-out split)."""
+    finite = [h for h in history if _finite(h.get("val_ppl"))]
     return int(min(finite, key=lambda h: h["val_ppl"])["epoch"]) if finite else len(history)
 
 

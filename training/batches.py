@@ -1,9 +1,10 @@
-"""Minibatches of token subsequences (d2l §9.3.4, "Partitioning Sequences").
+"""Minibatches of token subsequences (d2l 1st ed. §8.3.4, "Reading Long Sequence Data").
 
 Random sampling draws subsequences from anywhere in the split, so consecutive minibatches
 are unrelated and the hidden state is reset for each. Sequential partitioning keeps row b
 of minibatch i+1 directly after row b of minibatch i, so the state can be carried over
-(detached). Both start at a random offset each epoch, as in the book.
+(detached). Both start at a random offset each epoch, drawn as the book draws it: in
+[0, num_steps - 1] for random sampling, in [0, num_steps] for sequential partitioning.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def sequential_batches(
     corpus: Tensor, batch_size: int, num_steps: int, generator: torch.Generator
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Row b of each minibatch continues row b of the previous one: X, Y (batch_size, num_steps)."""
-    offset = int(torch.randint(num_steps, (1,), generator=generator))
+    offset = int(torch.randint(num_steps + 1, (1,), generator=generator))
     num_tokens = (len(corpus) - offset - 1) // batch_size * batch_size
     Xs = corpus[offset : offset + num_tokens].view(batch_size, -1)  # (B, N/B)
     Ys = corpus[offset + 1 : offset + 1 + num_tokens].view(batch_size, -1)
@@ -51,10 +52,15 @@ def sequential_batches(
         yield Xs[:, i : i + num_steps], Ys[:, i : i + num_steps]
 
 
+def min_tokens(batch_size: int, num_steps: int) -> int:
+    """The fewest tokens that hold one minibatch at any offset either sampler may draw:
+    batch_size x num_steps, the largest offset (num_steps), one more for the targets."""
+    return (batch_size + 1) * num_steps + 1
+
+
 def num_batches(corpus_len: int, batch_size: int, num_steps: int) -> int:
-    """Minibatches per epoch (either sampler, at the largest offset); 0 means too little text."""
-    usable = corpus_len - num_steps  # worst-case offset num_steps - 1, one token for Y
-    return max(0, (usable // num_steps) // batch_size)
+    """Minibatches per epoch at the largest offset (either sampler); 0: too little text."""
+    return max(0, ((corpus_len - num_steps - 1) // batch_size) // num_steps)
 
 
 BATCHERS = {"random": random_batches, "sequential": sequential_batches}

@@ -28,6 +28,7 @@ from training.data import load_tokens
 from training.errors import TrainingError
 from training.flags import add_flags, flags_by_setting, given
 from training.loop import train
+from training.presets import PRESETS
 from training.report import format_table, list_bundles
 from training.sine import train_sine
 
@@ -55,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     lm = sub.add_parser("lm", help="train a recurrent language model (d2l ch. 8)")
     add_flags(lm, TrainConfig, environment_defaults())
+    lm.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="run one of the book's experiments with all its settings (flags given beside "
+        "it override them): "
+        + "; ".join(f"{name}: {p.description}" for name, p in sorted(PRESETS.items())),
+    )
     lm.add_argument(
         "--resume",
         action="store_true",
@@ -108,26 +116,36 @@ def _flag_text(flag: str, value: Any) -> str:
     return f"{flag} {value}"
 
 
-def conflict_message(cls: type, exc: ConfigError, explicit: dict[str, Any]) -> str:
-    """Name every setting of a conflict as a flag, saying which ones were not typed."""
+def conflict_message(
+    cls: type, exc: ConfigError, explicit: dict[str, Any], preset: str | None = None
+) -> str:
+    """Name every setting of a conflict as a flag, and where the ones not typed came from."""
     flags = flags_by_setting(cls)
-    parts = [
-        _flag_text(flags[name], value) + ("" if name in explicit else " (the default)")
-        for name, value in exc.values.items()
-    ]
+    preset_settings = PRESETS[preset].settings if preset else {}
+
+    def source(name: str) -> str:
+        if name in explicit:
+            return ""
+        return f" (from --preset {preset})" if name in preset_settings else " (the default)"
+
+    parts = [_flag_text(flags[name], value) + source(name) for name, value in exc.values.items()]
+    if len(parts) == 1:
+        return f"{parts[0]}: {exc.reason}"
     return f"{' and '.join(parts)} conflict: {exc.reason}"
 
 
 def _config(parser: argparse.ArgumentParser, cls: type, args: argparse.Namespace) -> Any:
-    """The command's config from the environment's defaults and the flags given (exit 2
-    on settings that contradict each other)."""
+    """The command's config from the environment's defaults, the preset (lm) and the flags
+    given, in that order (exit 2 on settings that contradict each other)."""
     explicit = given(args, cls)
     names = set(flags_by_setting(cls))
     defaults = {k: v for k, v in environment_defaults().items() if k in names}
+    preset = getattr(args, "preset", None)
+    preset_settings = PRESETS[preset].settings if preset else {}
     try:
-        return build(cls, defaults | explicit)
+        return build(cls, defaults | preset_settings | explicit)
     except ConfigError as exc:
-        parser.error(conflict_message(cls, exc, explicit))
+        parser.error(conflict_message(cls, exc, explicit, preset))
     except ValueError as exc:
         parser.error(str(exc))
 

@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 from models.options import check, option, type_hints
 from models.rnn import ARCHITECTURES, LMConfig
 from models.text import UNK, Level, LineJoin
-from training.batches import Sampling
+from training.batches import Sampling, min_tokens
 
 Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["constant", "cosine"]
@@ -28,7 +28,7 @@ Schedule = Literal["constant", "cosine"]
 # Where this machine keeps things: never recorded in a bundle, free to change on --resume.
 MACHINE_SETTINGS = ("out", "data_dir", "cache_dir", "allow_download", "device")
 # Settings a resumed run may change besides those: how long it runs.
-RESUMABLE_SETTINGS = (*MACHINE_SETTINGS, "epochs", "patience")
+RESUMABLE_SETTINGS = (*MACHINE_SETTINGS, "epochs", "patience", "sample_every")
 
 
 class ConfigError(ValueError):
@@ -65,15 +65,21 @@ class DataConfig:
     reserved_tokens: tuple[str, ...] = option(
         (), "tokens the vocabulary holds right after <unk> (the book's Vocab reserved_tokens)"
     )
+    max_tokens: int = option(
+        0,
+        "train on the first N tokens of the corpus only, as the book's max_tokens (the "
+        "held-out split stays the corpus's last --val-frac); 0 = all",
+        ge=0,
+    )
     val_frac: float = option(0.1, "held-out fraction at the end of the corpus", ge=0, lt=1)
 
     def __post_init__(self) -> None:
         check(self)
         reserved = self.reserved_tokens
         if len(set(reserved)) != len(reserved) or "" in reserved or UNK in reserved:
-            raise ValueError(
-                f"reserved_tokens must be distinct, non-empty and not {UNK} (always index 0), "
-                f"got {list(reserved)}"
+            raise ConfigError(
+                f"reserved tokens must be distinct, non-empty and not {UNK} (always index 0)",
+                {"reserved_tokens": reserved},
             )
 
 
@@ -133,12 +139,31 @@ class TrainConfig:
 
     out: Path = option(MISSING, "bundle directory to write, e.g. checkpoints/gru")
     device: str = option("auto", "auto (cuda when present), cpu, cuda or cuda:N")
+    sample_every: int = option(
+        0,
+        "log the greedy continuations of the sample prefixes every N epochs, as the book "
+        "prints one every 10; 0 = after the last epoch only",
+        ge=0,
+    )
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
         check(self)
+        optim, max_tokens = self.optim, self.data.max_tokens
+        need = min_tokens(optim.batch_size, optim.num_steps)
+        if max_tokens and max_tokens < need:
+            raise ConfigError(
+                f"the first {max_tokens} tokens hold no minibatch: batch_size "
+                f"{optim.batch_size} x num_steps {optim.num_steps} needs at least {need} "
+                "tokens (the batch, the largest starting offset and the shifted targets)",
+                {
+                    "max_tokens": max_tokens,
+                    "batch_size": optim.batch_size,
+                    "num_steps": optim.num_steps,
+                },
+            )
 
     @classmethod
     def build(cls, **settings: Any) -> TrainConfig:

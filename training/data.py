@@ -2,7 +2,10 @@
 
 Needs nothing but the `DataConfig`, so anything that wants the training split (the
 Kneser-Ney baseline, benchmarks) gets exactly the tokens a run of the same settings trains
-on. The vocabulary is built from the training split alone, so validation is truly unseen.
+on. The held-out split is the corpus's last `val_frac`; `max_tokens` keeps the first N
+tokens of the rest for training, as the book's `load_corpus_time_machine(max_tokens)` keeps
+the first N of the corpus. The vocabulary is built from the training tokens alone, so
+validation is truly unseen.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ def load_tokens(data: DataConfig) -> Tokens:
     path = resolve_corpus(data.corpus, data.data_dir, data.cache_dir, data.allow_download)
     tokens = tokenize(clean_corpus(read_corpus(path), data.line_join), data.level)
     train_tokens, val_tokens = split_tokens(tokens, data.val_frac)
+    if data.max_tokens:
+        train_tokens = train_tokens[: data.max_tokens]
     vocab = Vocab.build(train_tokens, data.min_freq, data.reserved_tokens)
     return Tokens(
         Tokenizer(vocab, data.level, data.line_join),

@@ -28,11 +28,12 @@ from models.bundle import CURVES, save_bundle
 from models.curves import curves_figure, png
 from models.device import resolve_device
 from models.files import NAME_PATTERN, is_valid_name
+from models.generate import SamplingParams, generate
 from models.history import best_epoch, lm_metrics
 from models.rnn import LanguageModel, build_model, num_parameters
 from models.score import score_ids, token_nll
 from models.text import Tokenizer
-from training.batches import BATCHERS, num_batches
+from training.batches import BATCHERS, min_tokens, num_batches
 from training.config import OptimConfig, TrainConfig
 from training.data import load_tokens
 from training.errors import TrainingError
@@ -76,6 +77,10 @@ class EpochStats:
     loss: float  # mean token cross-entropy over the epoch's minibatches
     tokens: int
     seconds: float
+    steps: int = 0  # optimizer steps (minibatches)
+    grad_norm_mean: float = math.nan  # global gradient norm before clipping, over the steps
+    grad_norm_max: float = math.nan
+    clipped_fraction: float = math.nan  # share of steps whose norm exceeded theta
 
 
 def train_epoch(
@@ -88,8 +93,8 @@ def train_epoch(
 ) -> EpochStats:
     """One pass over the training split.
 
-    The running loss stays on the device: the host reads it once at the end (and, on a
-    terminal, for the progress bar at most twice a second).
+    The running loss and the gradient-norm figures stay on the device: the host reads them
+    once at the end (and, on a terminal, for the progress bar at most twice a second).
     """
     generator = torch.Generator().manual_seed(optim.seed * 100_003 + epoch)
     torch.manual_seed(optim.seed * 100_003 + epoch)  # dropout masks
@@ -107,7 +112,10 @@ def train_epoch(
         disable=None,  # a bar on a terminal, nothing in a log file
     )
     loss_sum = torch.zeros((), device=device)
-    tokens, state, started, shown = 0, None, time.perf_counter(), 0.0
+    norm_sum = torch.zeros((), device=device)
+    norm_max = torch.zeros((), device=device)
+    clipped = torch.zeros((), device=device)
+    tokens, steps, state, started, shown = 0, 0, None, time.perf_counter(), 0.0
     for X, Y in batches:
         X, Y = X.to(device, non_blocking=True), Y.to(device, non_blocking=True)
         if optim.sampling == "sequential" and state is not None:
@@ -118,10 +126,14 @@ def train_epoch(
         loss = token_nll(logits, Y).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
-        clip_gradients(model.parameters(), optim.clip)
+        norm = clip_gradients(model.parameters(), optim.clip)
         optimizer.step()
         loss_sum += loss.detach() * Y.numel()
+        norm_sum += norm
+        torch.maximum(norm_max, norm, out=norm_max)
+        clipped += norm > optim.clip
         tokens += Y.numel()
+        steps += 1
         bar.update(Y.numel())
         if not bar.disable and time.perf_counter() - shown >= 0.5:
             shown = time.perf_counter()
@@ -132,7 +144,33 @@ def train_epoch(
             f"the training split ({len(train_ids)} tokens) is too short for one minibatch of "
             f"batch_size {optim.batch_size} x num_steps {optim.num_steps}"
         )
-    return EpochStats(float(loss_sum) / tokens, tokens, time.perf_counter() - started)
+    return EpochStats(
+        loss=float(loss_sum) / tokens,
+        tokens=tokens,
+        seconds=time.perf_counter() - started,
+        steps=steps,
+        grad_norm_mean=float(norm_sum) / steps,
+        grad_norm_max=float(norm_max),
+        clipped_fraction=float(clipped) / steps,
+    )
+
+
+# The book's sample prompts: train_ch8 prints predict_ch8 of each, 50 tokens, greedy.
+SAMPLE_PREFIXES = ("time traveller", "traveller")
+SAMPLE_TOKENS = 50
+
+
+def samples(model: LanguageModel, tokenizer: Tokenizer) -> dict[str, str]:
+    """Each sample prefix and its greedy continuation, as the book's predict_ch8 prints it
+    (argmax at every step, nothing banned)."""
+    model.eval()
+    params = [SamplingParams(temperature=0.0, max_new_tokens=SAMPLE_TOKENS)]
+    texts = {}
+    for prefix in SAMPLE_PREFIXES:
+        ids = tokenizer.encode(prefix).ids
+        [tracker] = generate(model, ids, params, tokenizer.detokenizer, banned_ids=())
+        texts[prefix] = prefix + tracker.text
+    return texts
 
 
 def save_epoch(
@@ -143,26 +181,46 @@ def save_epoch(
     tokenizer: Tokenizer,
     info: dict[str, Any],
     history: list[dict[str, Any]],
+    **extra: Any,
 ) -> None:
     """After each epoch: the bundle (best weights, metrics, curves), then the resume state."""
     best = best_epoch(history)
     curves = png(curves_figure(history, config.out.name, best, clip=config.optim.clip))
-    save_bundle(config.out, best_model, tokenizer, info, lm_metrics(history), {CURVES: curves})
+    metrics = lm_metrics(history, **extra)
+    save_bundle(config.out, best_model, tokenizer, info, metrics, {CURVES: curves})
     save_resume(config, model, best_model, optimizer, history)
 
 
+def _format(value: float | None, spec: str) -> str:
+    return "-" if value is None or not math.isfinite(value) else format(value, spec)
+
+
 def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
-    """Train a language model and write its bundle to `config.out`; returns the metrics."""
+    """Train a language model and write its bundle to `config.out`; returns the metrics.
+
+    metrics.json (see `models.history`) holds per epoch: train and validation perplexity
+    (validation null without a held-out split), learning rate, tokens/s, seconds, steps,
+    the gradient norm before clipping (mean and max over the steps) and the share of steps
+    clipping was active; after the run, `samples`: the greedy continuations of the book's
+    prompts by the bundle's weights.
+    """
     if not is_valid_name(config.out.name):
         raise TrainingError(f"output name {config.out.name!r} must match {NAME_PATTERN.pattern}")
     if config.out.exists() and not config.out.is_dir():
         raise TrainingError(f"output path {config.out} exists and is not a directory")
     device = resolve_device(config.device)
     data = load_tokens(config.data)
-    torch.manual_seed(config.optim.seed)
+    optim = config.optim
+    need = min_tokens(optim.batch_size, optim.num_steps)
+    if len(data.train_ids) < need:
+        raise TrainingError(
+            f"the training split ({len(data.train_ids)} tokens) is too short for one minibatch: "
+            f"batch_size {optim.batch_size} x num_steps {optim.num_steps} needs {need} tokens"
+        )
+    torch.manual_seed(optim.seed)
     model = build_model(config.model.lm_config(len(data.tokenizer.vocab))).to(device)
     best_model = copy.deepcopy(model)
-    optimizer = make_optimizer(config.optim, model)
+    optimizer = make_optimizer(optim, model)
     history = load_resume(config, model, best_model, optimizer) if resume else []
     info = config.recorded() | {
         "corpus_sha1": data.corpus_sha1,
@@ -170,7 +228,6 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
         "val_tokens": len(data.val_ids),
         "parameters": num_parameters(model),
     }
-    optim = config.optim
     train_ids, val_ids = data.train_ids.to(device), data.val_ids.to(device)
     for epoch in range(len(history) + 1, optim.epochs + 1):
         if optim.patience and history and epoch - 1 - best_epoch(history) >= optim.patience:
@@ -182,7 +239,7 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
                 f"epoch {epoch}: training loss is {stats.loss}; stopped. {config.out} keeps the "
                 "last good weights (try a lower lr or clip)"
             )
-        val_ppl = score_ids(model, val_ids).perplexity if len(val_ids) > 1 else math.nan
+        val_ppl = score_ids(model, val_ids).perplexity if len(val_ids) > 1 else None
         record = {
             "epoch": epoch,
             "train_ppl": math.exp(stats.loss),
@@ -190,19 +247,34 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
             "lr": lr_at(optim, epoch),
             "tokens_per_s": stats.tokens / stats.seconds,
             "seconds": stats.seconds,
+            "steps": stats.steps,
+            "grad_norm_mean": stats.grad_norm_mean,
+            "grad_norm_max": stats.grad_norm_max,
+            "clipped_fraction": stats.clipped_fraction,
         }
         history.append(record)
         log.info(
-            "epoch %d/%d  train ppl %.3f  val ppl %.3f  %.0f tok/s",
+            "epoch %d/%d  train ppl %.3f  val ppl %s  %.0f tok/s  grad norm %.3g mean %.3g max, "
+            "clipped %.0f%%",
             epoch,
             optim.epochs,
             record["train_ppl"],
-            val_ppl,
+            _format(val_ppl, ".3f"),
             record["tokens_per_s"],
+            stats.grad_norm_mean,
+            stats.grad_norm_max,
+            100 * stats.clipped_fraction,
         )
+        if config.sample_every and epoch % config.sample_every == 0:
+            for text in samples(model, data.tokenizer).values():
+                log.info("epoch %d sample: %s", epoch, text)
         if best_epoch(history) == epoch:
             best_model.load_state_dict(model.state_dict())
         save_epoch(config, model, best_model, optimizer, data.tokenizer, info, history)
     if not history:
         raise TrainingError("no epoch was trained (epochs must be >= 1)")
-    return lm_metrics(history)
+    final = samples(best_model, data.tokenizer)
+    for text in final.values():
+        log.info("sample (the bundle's weights): %s", text)
+    save_epoch(config, model, best_model, optimizer, data.tokenizer, info, history, samples=final)
+    return lm_metrics(history, samples=final)

@@ -3,7 +3,13 @@ import itertools
 import pytest
 import torch
 
-from training.batches import num_batches, random_batches, sequential_batches, split_tokens
+from training.batches import (
+    min_tokens,
+    num_batches,
+    random_batches,
+    sequential_batches,
+    split_tokens,
+)
 
 corpus = torch.arange(3000)
 
@@ -46,3 +52,24 @@ def test_no_validation_token_reaches_a_training_batch(batcher) -> None:
     g = torch.Generator().manual_seed(3)
     for X, Y in batcher(train, 5, 8, g):
         assert int(torch.cat([X, Y]).max()) < int(val[0])
+
+
+def test_offsets_are_drawn_as_the_book_draws_them() -> None:
+    """seq_data_iter_random: randint(0, num_steps - 1); sequential: randint(0, num_steps)."""
+    firsts = {"random": set(), "sequential": set()}
+    for seed in range(300):
+        for name, batcher in (("random", random_batches), ("sequential", sequential_batches)):
+            X, _ = next(batcher(corpus, 1, 5, torch.Generator().manual_seed(seed)))
+            firsts[name].add(int(X[0, 0]) % 5 if name == "random" else int(X[0, 0]))
+    assert firsts["random"] == set(range(5))
+    assert firsts["sequential"] == set(range(6))
+
+
+@pytest.mark.parametrize("batcher", [random_batches, sequential_batches])
+@pytest.mark.parametrize(("batch_size", "num_steps"), [(32, 35), (2, 5), (3, 1)])
+def test_min_tokens_hold_a_minibatch_at_every_offset(batcher, batch_size, num_steps) -> None:
+    n = min_tokens(batch_size, num_steps)
+    assert num_batches(n, batch_size, num_steps) == 1
+    for seed in range(40):
+        g = torch.Generator().manual_seed(seed)
+        assert len(list(batcher(torch.arange(n), batch_size, num_steps, g))) >= 1

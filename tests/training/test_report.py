@@ -38,7 +38,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_a_training_run_writes_its_curves_into_the_bundle(bundles: Path) -> None:
     curves = (bundles / "tiny-gru" / CURVES).read_bytes()
-    assert png_size(curves) == (640, 400)
+    assert png_size(curves) == (640, 800)  # perplexity, then the gradient norm
     listed = load_bundle(bundles / "tiny-gru").config["files"][CURVES]
     assert listed == hashlib.sha256(curves).hexdigest()  # hashed like every other file
     assert png_size((bundles / "sine-mlp" / CURVES).read_bytes()) == (640, 400)
