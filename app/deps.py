@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+import unicodedata
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from typing import Annotated, Any, Protocol
 
 import torch
@@ -25,8 +26,10 @@ from app.schemas import MODEL_NAME
 from app.settings import Settings
 from models.bundle import Bundle
 from models.rnn import LanguageModel
-from models.score import Score, score_ids
+from models.score import Score, score_many
 from models.text import Tokenizer
+
+nfc = partial(unicodedata.normalize, "NFC")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,25 @@ class ServedModel:
     model: LanguageModel
     tokenizer: Tokenizer
     scheduler: Scheduler
+
+    def stop_strings(self, stop: Sequence[str], *, apply_rule: bool) -> tuple[str, ...]:
+        """Stop strings as generation matches them: after the bundle's rule (`apply_rule`,
+        OpenAI's completions) or as given (after NFC); 422 naming one that the model can
+        never generate, and why."""
+        out = []
+        for i, text in enumerate(stop):
+            text = (
+                self.tokenizer.rule.apply(text)
+                if apply_rule
+                else unicodedata.normalize("NFC", text)
+            )
+            reason = self.tokenizer.unproducible(text)
+            if reason is not None:
+                raise InvalidInput(
+                    f"stop.{i}: {reason}", param=f"stop.{i}", code="stop_never_generated"
+                )
+            out.append(text)
+        return tuple(dict.fromkeys(out))
 
 
 @dataclass
@@ -69,21 +91,25 @@ class Services:
         return self.language_models[name]
 
     async def score(self, lm: ServedModel, ids: list[int], first: int, **options: Any) -> Score:
-        """`score_ids` on a scoring worker within the request time limit, counted in metrics."""
+        """`score_ids` of one text: see `score_many`."""
+        return (await self.score_many(lm, [(ids, first)], **options))[0]
+
+    async def score_many(
+        self, lm: ServedModel, texts: list[tuple[list[int], int]], **options: Any
+    ) -> list[Score]:
+        """`score_many` on a scoring worker within the request time limit, counted in metrics."""
         stop = threading.Event()
-        job = self.jobs.run(
-            lambda: score_ids(lm.model, ids, first, should_stop=stop.is_set, **options)
-        )
+        job = self.jobs.run(lambda: score_many(lm.model, texts, should_stop=stop.is_set, **options))
         limit = self.settings.request_timeout_s
         try:
-            score = await asyncio.wait_for(job, timeout=limit)
+            scores = await asyncio.wait_for(job, timeout=limit)
         except TimeoutError:
             stop.set()  # the worker thread gives up at its next pass
             raise Timeout(
                 f"scoring ran past the {limit:g} s request limit", code="timeout"
             ) from None
-        self.metrics.tokens_scored.labels(lm.name).inc(score.count)
-        return score
+        self.metrics.tokens_scored.labels(lm.name).inc(sum(s.count for s in scores))
+        return scores
 
 
 def get_services(request: Request) -> Services:

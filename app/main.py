@@ -35,6 +35,7 @@ from app.middleware import BodyLimit, RequestLog
 from app.registry import Registry
 from app.routes import (
     completions,
+    corpora,
     forecast,
     generate,
     health,
@@ -169,7 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     # Only a keyed service documents (and asks for) the bearer scheme.
     guard = [Depends(require_api_key)] if settings.api_key is not None else []
-    for module in (models, generate, completions, tokenize, perplexity, ngrams, forecast):
+    for module in (models, generate, completions, tokenize, perplexity, ngrams, corpora, forecast):
         app.include_router(module.router, dependencies=guard)
     # vLLM's tokenizer routes at the root and one model's own base URLs (for lm-eval).
     app.include_router(tokenize.server_router, dependencies=guard)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from models.files import file_digest
-from models.text import TextError
+from models.text import TextError, TextRule
 
 
 class CorpusError(Exception):
@@ -112,6 +112,52 @@ def resolve_corpus(
     )
 
 
+CORPUS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class CorpusFile:
+    name: str
+    path: Path
+    size: int
+
+
+def corpus_files(data_dir: Path | None) -> dict[str, CorpusFile]:
+    """Every `NAME.txt` directly in `data_dir` that is a named corpus: a usable name, a
+    regular file, and (through any symlink) inside the directory."""
+    if data_dir is None or not data_dir.is_dir():
+        return {}
+    root = data_dir.resolve()
+    found = {}
+    for path in sorted(data_dir.glob("*.txt")):
+        name = path.name[: -len(".txt")]
+        if not CORPUS_NAME.fullmatch(name):
+            continue
+        real = path.resolve()
+        if real.parent != root or not real.is_file():
+            continue  # a symlink out of the directory (or to a non-file) is not served
+        found[name] = CorpusFile(name, real, real.stat().st_size)
+    return found
+
+
+def corpus_file(data_dir: Path | None, name: str) -> CorpusFile:
+    """The named corpus `name` in `data_dir`; the name never reaches the filesystem
+    unchecked (it is looked up among the listed files, never joined to a path).
+
+    Raises:
+        CorpusError: a name with path characters, or no such corpus (listing the known).
+    """
+    if not CORPUS_NAME.fullmatch(name):
+        raise CorpusError(
+            f"corpus name {name!r} must match {CORPUS_NAME.pattern} (no paths, no '..')"
+        )
+    files = corpus_files(data_dir)
+    if name not in files:
+        known = ", ".join(sorted(files)) or "none"
+        raise CorpusError(f"no corpus named {name!r} in the data dir (known: {known})")
+    return files[name]
+
+
 Decoding = Literal["strict", "replace", "surrogateescape"]
 CHUNK_BYTES = 1 << 22
 _MID_WORD = re.compile(rb"[A-Za-z0-9](?=[A-Za-z0-9])")
@@ -164,6 +210,15 @@ def read_chunks(
             carry = data[cut:]
 
 
-def read_corpus(path: Path) -> str:
-    """Read a corpus file as UTF-8, replacing undecodable bytes (they are non-letters anyway)."""
-    return path.read_text(encoding="utf-8", errors="replace")
+def read_corpus(path: Path, rule: TextRule | None = None) -> str:
+    """Read a whole corpus file as its rule reads it (see `decoding_for`)."""
+    return "".join(read_chunks(path, decoding_for(rule or TextRule())))
+
+
+def decoding_for(rule: TextRule) -> Decoding:
+    """How a rule reads a corpus file: the byte level keeps every byte; the book's rule
+    reads undecodable bytes as U+FFFD (they are non-letters to it anyway); `none` at the
+    char or word level needs UTF-8 (TextError naming the offset otherwise)."""
+    if rule.level == "byte":
+        return "surrogateescape"
+    return "replace" if rule.normalize == "book" else "strict"

@@ -16,8 +16,9 @@ is within a relative 5e-10 of one sequential pass (`python -m bench.perplexity`)
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -112,7 +113,34 @@ def score_ids(
             scored position (what OpenAI's `logprobs` reports for an echoed prompt).
         should_stop: polled between passes; when it returns True, raises `Cancelled`.
     """
-    if first_scored < 1:
+    return score_many(
+        model,
+        [(ids, first_scored)],
+        segment_len=segment_len,
+        burn_in=burn_in,
+        return_logprobs=return_logprobs,
+        top_logprobs=top_logprobs,
+        should_stop=should_stop,
+    )[0]
+
+
+@torch.inference_mode()
+def score_many(
+    model: LanguageModel,
+    texts: Sequence[tuple[list[int] | Tensor, int]],
+    *,
+    segment_len: int = DEFAULT_SEGMENT_LEN,
+    burn_in: int = DEFAULT_BURN_IN,
+    return_logprobs: bool = False,
+    top_logprobs: int = 0,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[Score]:
+    """`score_ids` of many texts, each `(ids, first_scored)`, scored on its own but side by
+    side: the windows of all texts share batched passes (a file's 10,000 lines take a few
+    dozen passes, not 10,000), so each Score equals the text's own `score_ids` up to
+    floating-point summation order.
+    """
+    if any(first < 1 for _, first in texts):
         raise ValueError("first_scored must be >= 1")
     if top_logprobs < 0:
         raise ValueError("top_logprobs must be >= 0")
@@ -120,60 +148,78 @@ def score_ids(
     model.eval()
     try:
         top = top_logprobs if return_logprobs else 0
-        return _score(
-            model, ids, first_scored, segment_len, burn_in, return_logprobs, top, should_stop
-        )
+        return _score(model, texts, segment_len, burn_in, return_logprobs, top, should_stop)
     finally:
         model.train(was_training)
 
 
 def _score(
     model: LanguageModel,
-    ids: list[int] | Tensor,
-    first_scored: int,
+    texts: Sequence[tuple[list[int] | Tensor, int]],
     segment_len: int,
     burn_in: int,
     return_logprobs: bool,
     top_k: int,
     should_stop: Callable[[], bool] | None,
-) -> Score:
+) -> list[Score]:
     device = next(model.parameters()).device
-    seq = torch.as_tensor(ids, dtype=torch.long, device=device)
-    n_targets = seq.numel() - 1  # target j is seq[j + 1], predicted from seq[: j + 1]
-    first = first_scored - 1
-    if n_targets <= first:
-        return Score(0.0, 0, [] if return_logprobs else None, [] if top_k else None)
-    windows = _windows(n_targets, first, segment_len, burn_in)
-    width = max(stop - start for start, _, stop in windows)
-    per_pass = max(1, MAX_TOKENS_PER_PASS // width)
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    pieces: list[Tensor] = []
-    top_values: list[Tensor] = []
-    top_ids: list[Tensor] = []
-    for g in range(0, len(windows), per_pass):
+    seqs = [torch.as_tensor(ids, dtype=torch.long, device=device) for ids, _ in texts]
+    # (text, start, first scored, stop) over target positions: target j of a text is
+    # seq[j + 1], predicted from seq[: j + 1]; [start, first scored) is warm-up.
+    windows = [
+        (t, *w)
+        for t, (seq, (_, first_scored)) in enumerate(zip(seqs, texts, strict=True))
+        for w in _windows(seq.numel() - 1, first_scored - 1, segment_len, burn_in)
+        if seq.numel() - 1 > first_scored - 1
+    ]
+    windows.sort(key=lambda w: w[3] - w[1], reverse=True)  # similar widths share a pass
+    totals = torch.zeros(len(texts), dtype=torch.float64, device=device)
+    # Per text, (first scored position, tensor) of each window, to be put back in order.
+    pieces: list[list[tuple[int, Tensor]]] = [[] for _ in texts]
+    top_values: list[list[tuple[int, Tensor]]] = [[] for _ in texts]
+    top_ids: list[list[tuple[int, Tensor]]] = [[] for _ in texts]
+    g = 0
+    while g < len(windows):
         if should_stop is not None and should_stop():
             raise Cancelled
-        group = windows[g : g + per_pass]
+        width = windows[g][3] - windows[g][1]
+        group = windows[g : g + max(1, MAX_TOKENS_PER_PASS // width)]
+        g += len(group)
         X = torch.zeros(len(group), width, dtype=torch.long, device=device)  # (B, W)
         Y = torch.zeros_like(X)
         keep = torch.zeros(len(group), width, dtype=torch.bool, device=device)
-        for row, (start, scored, stop) in enumerate(group):
-            X[row, : stop - start] = seq[start:stop]
-            Y[row, : stop - start] = seq[start + 1 : stop + 1]
+        for row, (t, start, scored, stop) in enumerate(group):
+            X[row, : stop - start] = seqs[t][start:stop]
+            Y[row, : stop - start] = seqs[t][start + 1 : stop + 1]
             keep[row, scored - start : stop - start] = True
         logits, _ = model(X)  # (B, W, V); right padding never reaches a kept position
-        nll = token_nll(logits.float(), Y)  # (B, W)
-        total += nll[keep].double().sum()
-        if return_logprobs:
-            pieces.append(-nll[keep])
+        nll = token_nll(logits.float(), Y).masked_fill(~keep, 0.0)  # (B, W)
+        owners = torch.tensor([w[0] for w in group], device=device)
+        totals.index_add_(0, owners, nll.double().sum(1))
+        if not (return_logprobs or top_k):
+            continue
+        for row, (t, _, scored, _) in enumerate(group):
+            kept = keep[row]
+            if return_logprobs:
+                pieces[t].append((scored, -nll[row][kept]))
+            if top_k:
+                _, values, ids_k = logprobs_and_top(logits[row][kept], Y[row][kept], top_k)
+                top_values[t].append((scored, values))
+                top_ids[t].append((scored, ids_k))
+    scores = []
+    for t, (seq, (_, first_scored)) in enumerate(zip(seqs, texts, strict=True)):
+        count = max(0, seq.numel() - first_scored)
+        logprobs = _in_order(pieces[t]) if return_logprobs else None
+        top = None
         if top_k:
-            _, values, ids_k = logprobs_and_top(logits[keep], Y[keep], top_k)  # (N, k) each
-            top_values.append(values)
-            top_ids.append(ids_k)
-    logprobs = torch.cat(pieces).tolist() if return_logprobs else None
-    top = None
-    if top_k:
-        ids_rows, value_rows = torch.cat(top_ids).tolist(), torch.cat(top_values).tolist()
-        top = [tuple(zip(i, v, strict=True)) for i, v in zip(ids_rows, value_rows, strict=True)]
-    count = n_targets - first
-    return Score(float(total), count, logprobs, top)
+            ids_rows, value_rows = _in_order(top_ids[t]), _in_order(top_values[t])
+            top = [tuple(zip(i, v, strict=True)) for i, v in zip(ids_rows, value_rows, strict=True)]
+        scores.append(Score(float(totals[t]), count, logprobs, top))
+    return scores
+
+
+def _in_order(parts: list[tuple[int, Tensor]]) -> list[Any]:
+    """A text's per-window results, by position (passes visit windows by width)."""
+    if not parts:
+        return []
+    return torch.cat([part for _, part in sorted(parts, key=lambda p: p[0])]).tolist()

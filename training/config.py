@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 
 from models.options import check, option, type_hints
 from models.rnn import ARCHITECTURES, LMConfig
-from models.text import UNK, Level, LineJoin
+from models.text import LEVELS, NORMALIZES, UNK, Level, LineJoin, Normalize
 from training.batches import Sampling, min_tokens
 
 Optimizer = Literal["sgd", "adam", "adamw"]
@@ -57,9 +57,19 @@ class DataConfig:
         "never download a named corpus; fail if it is not in --data-dir or the cache",
         flag="--no-download",
     )
-    level: Level = option("char", "tokens: characters or words", choices=("char", "word"))
+    normalize: Normalize = option(
+        "book",
+        "book: the book's cleanup (lower-case a-z and spaces); none: the text as it is "
+        "(case, digits, punctuation, newlines, any letter) after Unicode NFC",
+        choices=NORMALIZES,
+    )
+    level: Level = option(
+        "char",
+        "tokens: characters, words, or UTF-8 bytes (256 tokens, never <unk>)",
+        choices=LEVELS,
+    )
     line_join: LineJoin = option(
-        "space", "join cleaned lines with a space, or with nothing as the book does"
+        "space", "join cleaned lines with a space, or with nothing as the book does (book rule)"
     )
     min_freq: int = option(0, "drop rarer tokens to <unk>", ge=0)
     reserved_tokens: tuple[str, ...] = option(

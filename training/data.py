@@ -17,7 +17,7 @@ from torch import Tensor
 
 from models.corpus import read_corpus, resolve_corpus
 from models.files import file_digest
-from models.text import Tokenizer, Vocab, clean_corpus, tokenize
+from models.text import TextRule, Tokenizer, Vocab
 from training.batches import split_tokens
 from training.config import DataConfig
 
@@ -33,13 +33,17 @@ class Tokens:
 def load_tokens(data: DataConfig) -> Tokens:
     """The tokenizer, the training and validation ids, and the corpus file's sha1."""
     path = resolve_corpus(data.corpus, data.data_dir, data.cache_dir, data.allow_download)
-    tokens = tokenize(clean_corpus(read_corpus(path), data.line_join), data.level)
+    rule = TextRule(data.normalize, data.level, data.line_join)
+    tokens = rule.split(rule.apply_corpus(read_corpus(path, rule)))
     train_tokens, val_tokens = split_tokens(tokens, data.val_frac)
     if data.max_tokens:
         train_tokens = train_tokens[: data.max_tokens]
-    vocab = Vocab.build(train_tokens, data.min_freq, data.reserved_tokens)
+    if rule.level == "byte":
+        vocab = Vocab.of_bytes()
+    else:
+        vocab = Vocab.build(train_tokens, data.min_freq, data.reserved_tokens)
     return Tokens(
-        Tokenizer(vocab, data.level, data.line_join),
+        Tokenizer.for_rule(rule, vocab),
         torch.tensor(vocab.encode(train_tokens), dtype=torch.long),
         torch.tensor(vocab.encode(val_tokens), dtype=torch.long),
         file_digest(path, "sha1"),

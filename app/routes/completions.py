@@ -34,11 +34,12 @@ async def create_completion(
 ) -> object:
     """Complete each prompt `n` times (OpenAI's legacy completions API).
 
-    A prompt is a text or the model's token ids (one list, or a list of lists). Texts are
-    cleaned with the bundle's rule (non-letters to spaces, lower case) and the echoed text
-    is the cleaned prompt, as the model read it; `prompt_cleanup` lists the texts cleanup
-    changed, and `strict_cleanup` refuses them instead. Token ids are read as they are, the
-    same as the text they stand for. Each prompt is its own request
+    A prompt is a text or the model's token ids (one list, or a list of lists). Texts and
+    stop strings are normalized with the bundle's rule (`tokenizer` in /v1/models; the
+    book's: non-letters to spaces, lower case) and the echoed text is the normalized
+    prompt, as the model read it; `prompt_cleanup` lists the texts the rule changed, and
+    `strict_cleanup` refuses them instead. Token ids are read as they are, the same as the
+    text they stand for. Each prompt is its own request
     to the model's scheduler; choice `p * n + i` is choice i of prompt p. Log-probabilities
     are the model's own (before temperature and top_p). With `stream`, `text_completion`
     chunks arrive as tokens do, then `data: [DONE]`. Unsupported OpenAI fields are accepted
@@ -52,9 +53,8 @@ async def create_completion(
             for e in prompts
         ]
     seed = body.seed if body.seed is not None else secrets.randbelow(MAX_SEED)
-    requests = lm.scheduler.submit_all(
-        [e.ids for e in prompts], body.to_params(seed), stream=body.stream
-    )
+    params = body.to_params(seed, lm.stop_strings(body.stop_list(), apply_rule=True))
+    requests = lm.scheduler.submit_all([e.ids for e in prompts], params, stream=body.stream)
     out = CompletionFormat(lm.name, lm.tokenizer, body, prompts, scores)
     timeout = services.settings.request_timeout_s
     if body.stream:

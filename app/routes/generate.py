@@ -27,7 +27,7 @@ async def create_generation(
 ) -> object:
     """Continue `prefix` with the model: greedy at temperature 0, sampled otherwise.
 
-    The prefix is cleaned with the bundle's rule (non-letters to spaces, lower case). With
+    The prefix is normalized with the bundle's rule (`tokenizer` in /v1/models). With
     `stream`, each event carries new text; the last event of each choice has its
     `finish_reason`, and a final event the usage, before `data: [DONE]`.
     """
@@ -38,7 +38,8 @@ async def create_generation(
         )
     seed = body.seed if body.seed is not None else secrets.randbelow(MAX_SEED)
     started = time.perf_counter()
-    request = lm.scheduler.submit(encoded.ids, body.to_params(seed), stream=body.stream)
+    params = body.to_params(seed, lm.stop_strings(body.stop, apply_rule=False))
+    request = lm.scheduler.submit(encoded.ids, params, stream=body.stream)
     timeout = services.settings.request_timeout_s
     summary: dict[str, Any] = {
         "id": f"gen-{uuid.uuid4().hex[:20]}",

@@ -11,6 +11,7 @@ from app.deps import ServicesDep
 from app.errors import responses
 from app.registry import describe
 from app.schemas import ResponseBody
+from app.schemas.tokenize import TokenizerRule
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -20,10 +21,11 @@ class ModelCard(ResponseBody):
     object: Literal["model"] = "model"
     created: int = Field(description="when the service loaded the bundle (unix seconds)")
     owned_by: str = "rnnlm"
-    kind: str = Field(description="char-lm, word-lm or forecaster")
+    kind: str = Field(description="char-lm, word-lm, byte-lm or forecaster")
     architecture: str | None
     parameters: int
     vocab_size: int | None
+    tokenizer: TokenizerRule | None = Field(description="the rule applied to every input")
     device: str
     train_perplexity: float | None = Field(description="training perplexity at the best epoch")
     val_perplexity: float | None = Field(description="held-out perplexity at the best epoch")
@@ -43,6 +45,7 @@ def _card(services: ServicesDep, name: str) -> ModelCard:
         id=name,
         created=int(entry.loaded_at),
         default=name == services.default_lm,
+        tokenizer=TokenizerRule.of(bundle.tokenizer) if bundle.tokenizer else None,
         **describe(bundle, services.device),
     )
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar, cast
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import ConfigDict, Field, field_validator
 
@@ -16,7 +16,9 @@ from app.schemas import PlotOptions
 from app.schemas.ngrams import (
     CORPUS_NAME,
     NgramEntryOut,
+    NgramOptions,
     NgramPlotRequest,
+    NgramPlotUpload,
     NgramRequest,
     NgramResponse,
     NgramTableOut,
@@ -24,9 +26,25 @@ from app.schemas.ngrams import (
     ZipfOut,
     check_orders,
 )
+from app.uploads import is_upload, read_json, read_upload, request_body, upload_text
 from models.ngrams import MAX_N, NgramCounter, zipf_fit
 
 router = APIRouter(prefix="/v1/ngrams", tags=["n-grams"])
+J = TypeVar("J", bound=NgramRequest)
+_SOURCES = {"text": "the posted text", "file": "the uploaded file"}
+
+
+async def _parse(
+    request: Request, json_model: type[J], upload_model: type[NgramOptions]
+) -> tuple[J, str]:
+    """The request as `json_model` from JSON or an upload, and what it counts (a name)."""
+    if not is_upload(request):
+        body = await read_json(request, json_model)
+        return body, body.corpus or "text"
+    form, data = await read_upload(request, upload_model)
+    text = upload_text(data, form.level)
+    fields = {**form.model_dump(), "corpus": None, "text": text}
+    return cast(J, json_model.model_construct(**fields)), "file"
 
 
 async def _counter(services: Services, body: NgramRequest) -> NgramCounter:
@@ -36,12 +54,20 @@ async def _counter(services: Services, body: NgramRequest) -> NgramCounter:
     return await services.jobs.run(count_text, body.text, body.level, max(body.n))
 
 
-@router.post("", response_model=NgramResponse, responses=responses(400, 401, 404, 413, 422, 503))
-async def count_ngrams(body: NgramRequest, services: ServicesDep) -> NgramResponse:
-    """Frequency tables for each requested n over a named corpus or posted text.
+@router.post(
+    "",
+    response_model=NgramResponse,
+    responses=responses(400, 401, 404, 413, 422, 503),
+    openapi_extra=request_body(NgramRequest, NgramOptions),
+)
+async def count_ngrams(request: Request, services: ServicesDep) -> NgramResponse:
+    """Frequency tables for each requested n over a named corpus, posted text, or an
+    uploaded plain-text file (`multipart/form-data`: `file`, and the other fields as form
+    fields; `n` repeated or comma-separated).
 
     Ordered by count, ties by first occurrence (as `collections.Counter.most_common`).
     """
+    body, source = await _parse(request, NgramRequest, NgramOptions)
     counter = await _counter(services, body)
     tables = []
     for n in body.n:
@@ -62,7 +88,7 @@ async def count_ngrams(body: NgramRequest, services: ServicesDep) -> NgramRespon
     unigrams = counter.counts(1)
     fit = zipf_fit(unigrams[unigrams >= body.min_count])
     return NgramResponse(
-        source=body.corpus or "text",
+        source=source,
         level=body.level,
         tokens=counter.tokens,
         tables=tables,
@@ -70,7 +96,7 @@ async def count_ngrams(body: NgramRequest, services: ServicesDep) -> NgramRespon
     )
 
 
-async def _plot(services: Services, body: NgramPlotRequest) -> Response:
+async def _plot(services: Services, body: NgramPlotRequest, source: str) -> Response:
     counter = await _counter(services, body)
     curves = [(f"{n}-gram" if n > 1 else "unigram", counter.counts(n).tolist()) for n in body.n]
     if not any(counts for _, counts in curves):
@@ -79,7 +105,7 @@ async def _plot(services: Services, body: NgramPlotRequest) -> Response:
             param="text",
             code="nothing_to_plot",
         )
-    title = f"{body.level} n-grams of {body.corpus or 'the posted text'}"
+    title = f"{body.level} n-grams of {_SOURCES.get(source, source)}"
     image = await services.jobs.run(zipf_plot, curves, title, body.format, body.width, body.height)
     return Response(image, media_type=MEDIA_TYPES[body.format])
 
@@ -103,14 +129,17 @@ class PlotQuery(PlotOptions):
 async def plot_ngrams(query: Annotated[PlotQuery, Query()], services: ServicesDep) -> Response:
     """The book's log-log plot of frequency against rank, one curve per n, for a corpus."""
     body = NgramPlotRequest.model_validate(query.model_dump(), strict=False)
-    return await _plot(services, body)
+    return await _plot(services, body, body.corpus or "text")
 
 
 @router.post(
     "/plot",
     response_class=Response,
     responses={**IMAGE_RESPONSES, **responses(400, 401, 404, 413, 422, 503)},
+    openapi_extra=request_body(NgramPlotRequest, NgramPlotUpload),
 )
-async def plot_ngrams_of_text(body: NgramPlotRequest, services: ServicesDep) -> Response:
-    """The same figure for posted text (or a named corpus), PNG or SVG."""
-    return await _plot(services, body)
+async def plot_ngrams_of_text(request: Request, services: ServicesDep) -> Response:
+    """The same figure for posted text, an uploaded file (as for POST /v1/ngrams) or a
+    named corpus, PNG or SVG."""
+    body, source = await _parse(request, NgramPlotRequest, NgramPlotUpload)
+    return await _plot(services, body, source)

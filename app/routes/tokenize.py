@@ -35,8 +35,8 @@ from app.schemas.tokenize import (
     TokenizeRequest,
     TokenizeResponse,
     TokenizerInfo,
+    TokenizerRule,
 )
-from models.text import tokenize
 
 router = APIRouter(prefix="/v1", tags=["tokenization"])
 server_router = APIRouter(tags=["tokenization"])
@@ -61,13 +61,15 @@ async def tokenize_text(
     body: TokenizeRequest,
     lm: Annotated[ServedModel, Depends(language_model_of(TokenizeRequest))],
 ) -> TokenizeResponse:
-    """Clean `text` with the bundle's rule and map its tokens to ids (unknown ones to 0)."""
+    """Normalize `text` with the bundle's rule (shown as `tokenizer`) and map its tokens to
+    ids (unknown ones to `<unk>`, 0; a byte model has no unknown tokens)."""
     encoded = lm.tokenizer.encode(body.text)
     return TokenizeResponse(
         model=lm.name,
+        tokenizer=TokenizerRule.of(lm.tokenizer),
         cleaned=encoded.cleaned,
         ids=encoded.ids,
-        tokens=tokenize(encoded.cleaned, lm.tokenizer.level),
+        tokens=lm.tokenizer.rule.split(encoded.cleaned),
         count=len(encoded.ids),
         unknown_tokens=encoded.unknown,
     )

@@ -22,7 +22,6 @@ from app.schemas.generate import (
     choice_params,
 )
 from models.generate import FinishReason, SamplingParams
-from models.text import clean
 
 # Sized for evaluation harnesses: lm-eval's common `batch_size` 32 with `max_length` 8192
 # fits (its defaults are 1 and 2048); the request total bounds one request's scoring work.
@@ -231,12 +230,7 @@ class CompletionRequest(StrictRequest):
         """The stop strings as sent."""
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
-    def stop_strings(self) -> tuple[str, ...]:
-        """The stop strings after the bundle's cleanup (a non-empty string never cleans to
-        nothing: a run of non-letters becomes one space)."""
-        return tuple(dict.fromkeys(clean(s) for s in self.stop_list()))
-
-    def to_params(self, seed: int) -> list[SamplingParams]:
+    def to_params(self, seed: int, stop: tuple[str, ...]) -> list[SamplingParams]:
         """The n choices of one prompt, as the engine takes them."""
         return choice_params(
             self.n,
@@ -244,7 +238,7 @@ class CompletionRequest(StrictRequest):
             temperature=self.temperature,
             top_p=self.top_p,
             max_new_tokens=self.max_tokens,
-            stop=self.stop_strings(),
+            stop=stop,
             logprobs=self.logprobs,
         )
 

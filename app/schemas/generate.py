@@ -20,7 +20,7 @@ class GenerateRequest(StrictRequest):
     prefix: Text = Field(
         min_length=1,
         max_length=MAX_PREFIX_CHARS,
-        description="text to continue; cleaned with the bundle's rule (a-z and spaces) first",
+        description="text to continue; normalized with the bundle's rule first",
         examples=["time traveller "],
     )
     max_new_tokens: int = Field(100, ge=1, le=MAX_NEW_TOKENS, description="tokens to generate")
@@ -39,7 +39,8 @@ class GenerateRequest(StrictRequest):
     stop: list[str] = Field(
         default_factory=list,
         max_length=MAX_STOP,
-        description=f"up to {MAX_STOP} strings of a-z and spaces; generation ends before one",
+        description=f"up to {MAX_STOP} strings; generation ends before one. A string the "
+        "model can never generate (e.g. a capital under the book's a-z rule) is refused",
         examples=[[]],
     )
     n: int = Field(1, ge=1, le=MAX_N, description="completions of the same prefix")
@@ -47,17 +48,13 @@ class GenerateRequest(StrictRequest):
 
     @field_validator("stop")
     @classmethod
-    def _stop_alphabet(cls, stop: list[str]) -> list[str]:
+    def _stop_lengths(cls, stop: list[str]) -> list[str]:
         for s in stop:
             if not 1 <= len(s) <= MAX_STOP_CHARS:
                 raise ValueError(f"each stop string must have 1 to {MAX_STOP_CHARS} characters")
-            if any(not ("a" <= c <= "z" or c == " ") for c in s):
-                raise ValueError(
-                    f"stop string {s!r} can never match: generated text holds only a-z and spaces"
-                )
         return stop
 
-    def to_params(self, seed: int) -> list[SamplingParams]:
+    def to_params(self, seed: int, stop: tuple[str, ...]) -> list[SamplingParams]:
         """One SamplingParams per choice, as the engine takes them."""
         return choice_params(
             self.n,
@@ -66,7 +63,7 @@ class GenerateRequest(StrictRequest):
             top_k=self.top_k,
             top_p=self.top_p,
             max_new_tokens=self.max_new_tokens,
-            stop=tuple(self.stop),
+            stop=stop,
         )
 
 

@@ -4,12 +4,13 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from app.schemas import MODEL_NAME, PlotOptions, ResponseBody, StrictRequest, Text
+from app.schemas import PlotOptions, ResponseBody, StrictRequest, Text
+from models.corpus import CORPUS_NAME as CORPUS_NAME_PATTERN
 from models.ngrams import MAX_N
 
 MAX_TEXT_BYTES = 2 * 1024 * 1024
 MAX_TOP_K = 1000
-CORPUS_NAME = MODEL_NAME  # a corpus name is a file name in the data dir, as a bundle name
+CORPUS_NAME = CORPUS_NAME_PATTERN.pattern
 Order = Annotated[int, Field(ge=1, le=MAX_N)]
 
 
@@ -21,18 +22,9 @@ def check_orders(n: list[int]) -> list[int]:
     return sorted(n)
 
 
-class NgramRequest(StrictRequest):
-    corpus: str | None = Field(
-        None,
-        pattern=CORPUS_NAME,
-        description="a named corpus (from the data dir); give this or `text`",
-        examples=["timemachine"],
-    )
-    text: Text | None = Field(
-        None,
-        min_length=1,
-        description=f"text to count (up to {MAX_TEXT_BYTES} bytes UTF-8); give this or `corpus`",
-    )
+class NgramOptions(StrictRequest):
+    """What to count; also the form fields beside an uploaded file."""
+
     level: Literal["word", "char"] = Field("word", description="count words or characters")
     n: list[Order] = Field(
         default_factory=lambda: [1, 2, 3],
@@ -46,6 +38,21 @@ class NgramRequest(StrictRequest):
     @classmethod
     def _orders(cls, n: list[int]) -> list[int]:
         return check_orders(n)
+
+
+class NgramRequest(NgramOptions):
+    corpus: str | None = Field(
+        None,
+        pattern=CORPUS_NAME,
+        description="a named corpus (GET /v1/corpora: the data dir's *.txt files and the "
+        "book); give this or `text`",
+        examples=["timemachine"],
+    )
+    text: Text | None = Field(
+        None,
+        min_length=1,
+        description=f"text to count (up to {MAX_TEXT_BYTES} bytes UTF-8); give this or `corpus`",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> NgramRequest:
@@ -79,7 +86,7 @@ class ZipfOut(ResponseBody):
 
 
 class NgramResponse(ResponseBody):
-    source: str = Field(description="corpus name, or 'text'")
+    source: str = Field(description="corpus name, 'text', or 'file' (an upload)")
     level: str
     tokens: int
     tables: list[NgramTableOut]
@@ -87,4 +94,8 @@ class NgramResponse(ResponseBody):
 
 
 class NgramPlotRequest(NgramRequest, PlotOptions):
+    pass
+
+
+class NgramPlotUpload(NgramOptions, PlotOptions):
     pass

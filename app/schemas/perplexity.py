@@ -1,28 +1,72 @@
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
 
 from app.schemas import ResponseBody, StrictRequest, Text, model_field
 
-MAX_TEXT_CHARS = 200_000
+MAX_TEXT_CHARS = 200_000  # one text, one item of `texts`, one line of a document
+MAX_DOCUMENT_CHARS = 3_000_000  # a document scored line by line (the body cap bounds it too)
 MAX_CONTEXT_CHARS = 20_000
+MAX_ITEMS = 100_000  # texts in `texts`, lines of a document
+Mode = Literal["text", "texts", "lines"]
 
 
 class PerplexityRequest(StrictRequest):
     model: str | None = model_field()  # type: ignore[assignment]
-    text: Text = Field(
+    text: Text | None = Field(
+        None,
         min_length=1,
-        max_length=MAX_TEXT_CHARS,
-        description="text to score; cleaned with the bundle's rule first",
+        max_length=MAX_DOCUMENT_CHARS,
+        description=f"one text to score (up to {MAX_TEXT_CHARS} characters), or with "
+        f"`per_line` a document (up to {MAX_DOCUMENT_CHARS}) whose lines are scored one by one; "
+        "normalized with the bundle's rule first. Give this or `texts`",
         examples=["the time traveller smiled round at us"],
+    )
+    texts: list[Annotated[Text, Field(min_length=1, max_length=MAX_TEXT_CHARS)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_ITEMS,
+        description=f"up to {MAX_ITEMS} texts (each up to {MAX_TEXT_CHARS} characters), each "
+        "scored on its own: one result per text and their token-weighted total",
+    )
+    per_line: bool = Field(
+        False,
+        description="score each line of `text` on its own, in order (lines with too few "
+        "tokens are listed as skipped)",
     )
     context: Text = Field(
         "",
         max_length=MAX_CONTEXT_CHARS,
-        description="read before the text but not scored; without it the first token is not scored",
+        description="read before each text (or line) but not scored; without it the first "
+        "token of each is not scored",
         examples=[""],
     )
     return_tokens: bool = Field(False, description="include each scored token's log-probability")
+
+    @model_validator(mode="after")
+    def _one_input(self) -> PerplexityRequest:
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give exactly one of `text` and `texts`")
+        if self.texts is not None:
+            if self.per_line:
+                raise ValueError("per_line scores the lines of one `text`, not `texts`")
+        elif self.text is not None and not self.per_line and len(self.text) > MAX_TEXT_CHARS:
+            raise ValueError(
+                f"text has {len(self.text)} characters, over the cap of {MAX_TEXT_CHARS} "
+                f"(with per_line, a document of up to {MAX_DOCUMENT_CHARS})"
+            )
+        return self
+
+
+class PerplexityUpload(StrictRequest):
+    """The form fields beside an uploaded file (multipart/form-data)."""
+
+    model: str | None = model_field()  # type: ignore[assignment]
+    per_line: bool = Field(False, description="score each line of the file on its own")
+    context: Text = Field("", max_length=MAX_CONTEXT_CHARS, description="as for JSON")
+    return_tokens: bool = Field(False, description="as for JSON")
 
 
 class TokenLogprob(ResponseBody):
@@ -30,13 +74,46 @@ class TokenLogprob(ResponseBody):
     logprob: float
 
 
-class PerplexityResponse(ResponseBody):
-    model: str
-    perplexity: float = Field(description="exp(cross_entropy)")
-    cross_entropy: float = Field(description="mean negative log-likelihood, nats per token")
-    bits_per_token: float
-    tokens_scored: int
-    unknown_tokens: int = Field(
-        description="tokens of context and text missing from the vocabulary"
+class ZeroProbability(ResponseBody):
+    """Why a perplexity is infinite: the first token the model gives probability 0."""
+
+    position: int = Field(description="index of the token among the text's tokens (from 0)")
+    token: str = Field(description="the token, as the vocabulary holds it")
+    reason: str
+    item: int | None = Field(None, description="in a total: the text (or line) it is in")
+
+
+class PerplexityScore(ResponseBody):
+    perplexity: float | None = Field(
+        description="exp(cross_entropy); null when infinite (see `infinite`) or nothing scored"
     )
+    cross_entropy: float | None = Field(description="mean negative log-likelihood, nats/token")
+    bits_per_token: float | None
+    log_prob: float | None = Field(
+        description="natural log of the probability of the scored tokens; null when -infinity"
+    )
+    tokens_scored: int
+    unknown_tokens: int = Field(description="tokens of context and text the vocabulary lacks")
+    infinite: bool = Field(
+        False, description="the model gives some token probability 0: infinite perplexity"
+    )
+    zero_probability: ZeroProbability | None = Field(
+        None, description="when infinite: which token, where, and why"
+    )
+
+
+class PerplexityItem(PerplexityScore):
+    index: int = Field(description="the text's (or line's) place in the request, from 0")
+    line: int | None = Field(None, description="per-line mode: the line number, from 1")
+    skipped: str | None = Field(None, description="why the line was not scored (too short)")
     tokens: list[TokenLogprob] | None = None
+
+
+class PerplexityResponse(PerplexityScore):
+    """One text's score; for `texts` or per-line mode the token-weighted total of all of
+    them (the top-level fields) and each one's own (`results`, in request order)."""
+
+    model: str
+    mode: Mode
+    tokens: list[TokenLogprob] | None = None
+    results: list[PerplexityItem] | None = None

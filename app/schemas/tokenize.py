@@ -1,12 +1,13 @@
-"""Tokenize and detokenize with a bundle's own cleanup rule and vocabulary."""
+"""Tokenize and detokenize with a bundle's own rule and vocabulary."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from app.schemas import ResponseBody, StrictRequest, Text, model_field
+from models.text import Tokenizer
 
 MAX_TEXT_CHARS = 200_000
 MAX_IDS = 200_000
@@ -17,16 +18,42 @@ class TokenizeRequest(StrictRequest):
     model: str | None = model_field()  # type: ignore[assignment]
     text: str = Field(
         max_length=MAX_TEXT_CHARS,
-        description="text to tokenize; cleaned with the bundle's rule (a-z and spaces) first",
+        description="text to tokenize; normalized with the bundle's rule first (see `tokenizer`)",
         examples=["The Time Traveller!"],
     )
 
 
+class TokenizerRule(ResponseBody):
+    """How a bundle turns text into tokens (recorded in the bundle, applied to every input)."""
+
+    normalize: Literal["book", "none"] = Field(
+        description="book: lower-case a-z and single spaces; none: the text as given, after NFC"
+    )
+    level: Literal["char", "word", "byte"]
+    line_join: Literal["space", "book"] = Field(
+        description="how a corpus' lines meet under the book's rule (training only)"
+    )
+    description: str
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer) -> TokenizerRule:
+        rule = tokenizer.rule
+        return cls(
+            normalize=rule.normalize,
+            level=rule.level,
+            line_join=rule.line_join,
+            description=rule.describe(),
+        )
+
+
 class TokenizeResponse(ResponseBody):
     model: str
-    cleaned: str = Field(description="the text after cleanup, as the model reads it")
+    tokenizer: TokenizerRule
+    cleaned: str = Field(description="the text after the bundle's rule, as the model reads it")
     ids: list[int]
-    tokens: list[str] = Field(description="each token's text (what the vocabulary looked up)")
+    tokens: list[str] = Field(
+        description="each token's text, what the vocabulary looked up (a byte above 0x7F as <0xNN>)"
+    )
     count: int
     unknown_tokens: int = Field(description="tokens missing from the vocabulary (id 0, <unk>)")
 
@@ -42,7 +69,9 @@ class DetokenizeRequest(StrictRequest):
 
 class DetokenizeResponse(ResponseBody):
     model: str
-    text: str = Field(description="characters joined, or words joined by spaces")
+    text: str = Field(
+        description="tokens joined (book-rule words by spaces; bytes decoded as UTF-8)"
+    )
 
 
 # vLLM's tokenizer endpoints (`/tokenize`, `/detokenize`, `/tokenizer_info`), in the shapes

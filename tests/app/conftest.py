@@ -33,6 +33,7 @@ def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train(tiny_train_config(root / "char-lstm", corpus, arch="lstm", num_layers=2, dropout=0.1))
     train(tiny_train_config(root / "char-gru", corpus))
     train(tiny_train_config(root / "word-gru", corpus, level="word", num_steps=4, batch_size=4))
+    train(tiny_train_config(root / "byte-gru", corpus, normalize="none", level="byte", epochs=1))
     train_sine(SineConfig(), root / "sine-mlp")
     broken = root / "broken"
     broken.mkdir()
@@ -41,13 +42,12 @@ def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def make_settings(checkpoint_dir: Path, **kw: object) -> Settings:
-    return Settings(
-        checkpoint_dir=checkpoint_dir,
-        data_dir=DATA_DIR,
-        cache_dir=checkpoint_dir.parent / "cache",
-        allow_download=False,
-        **kw,  # type: ignore[arg-type]
-    )
+    defaults: dict[str, object] = {
+        "data_dir": DATA_DIR,
+        "cache_dir": checkpoint_dir.parent / "cache",
+        "allow_download": False,
+    }
+    return Settings(checkpoint_dir=checkpoint_dir, **(defaults | kw))  # type: ignore[arg-type]
 
 
 def wait_ready(client: TestClient, timeout: float = 30.0) -> None:

@@ -12,6 +12,7 @@ def test_health_and_ready_list_every_bundle(client: TestClient) -> None:
     states = {b["name"]: b["state"] for b in body["bundles"]}
     assert states == {
         "broken": "failed",
+        "byte-gru": "ready",
         "char-gru": "ready",
         "char-lstm": "ready",
         "sine-mlp": "ready",
@@ -37,7 +38,7 @@ def test_models_list_is_openai_shaped_with_metadata(client: TestClient) -> None:
     body = client.get("/v1/models").json()
     assert body["object"] == "list"
     cards = {m["id"]: m for m in body["data"]}
-    assert set(cards) == {"char-gru", "char-lstm", "sine-mlp", "word-gru"}
+    assert set(cards) == {"byte-gru", "char-gru", "char-lstm", "sine-mlp", "word-gru"}
     lstm = cards["char-lstm"]
     assert (
         lstm["object"] == "model" and lstm["kind"] == "char-lm" and lstm["architecture"] == "lstm"

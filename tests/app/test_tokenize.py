@@ -46,3 +46,43 @@ def test_size_limits_and_unknown_models(client: TestClient) -> None:
     assert_error(client.post("/v1/detokenize", json={"ids": [1] * 200_001}), 422, "ids")
     response = client.post("/v1/tokenize", json={"model": "sine-mlp", "text": "a"})
     assert_error(response, 404, "model")
+
+
+def test_tokenize_and_models_show_each_bundles_rule(client: TestClient) -> None:
+    book = client.post("/v1/tokenize", json={"model": "char-lstm", "text": "Hi!"}).json()
+    assert book["tokenizer"]["normalize"] == "book" and book["cleaned"] == "hi "
+    raw = client.post("/v1/tokenize", json={"model": "byte-gru", "text": "Hé!\n"}).json()
+    assert raw["tokenizer"] == {
+        "normalize": "none",
+        "level": "byte",
+        "line_join": "space",
+        "description": "normalize none: the text as given, after NFC, byte level",
+    }
+    assert raw["cleaned"] == "Hé!\n" and raw["ids"] == list("Hé!\n".encode())
+    assert raw["tokens"] == ["H", "<0xC3>", "<0xA9>", "!", "\n"] and raw["unknown_tokens"] == 0
+    back = client.post("/v1/detokenize", json={"model": "byte-gru", "ids": raw["ids"]}).json()
+    assert back["text"] == "Hé!\n"
+    cards = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
+    assert cards["byte-gru"]["kind"] == "byte-lm" and cards["byte-gru"]["vocab_size"] == 256
+    assert cards["char-lstm"]["tokenizer"]["normalize"] == "book"
+    assert cards["sine-mlp"]["tokenizer"] is None
+
+
+def test_stop_strings_a_model_can_never_generate_are_refused(client: TestClient) -> None:
+    refused = client.post("/v1/generate", json={"prefix": "the ", "stop": ["the", "The End."]})
+    assert_error(refused, 422, "stop.1", "never be generated", "a-z")
+    ok = client.post(
+        "/v1/generate",
+        json={
+            "model": "byte-gru",
+            "prefix": "The ",
+            "stop": ["The End.", "€"],
+            "max_new_tokens": 5,
+        },
+    )
+    assert ok.status_code == 200, ok.text
+    cleaned = client.post(
+        "/v1/completions",
+        json={"model": "char-lstm", "prompt": "the ", "stop": ["\n\n"], "max_tokens": 3},
+    )
+    assert cleaned.status_code == 200  # completions apply the bundle's rule to stop strings

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from models.score import score_ids, token_nll
+from models.score import score_ids, score_many, token_nll
 from tests.conftest import tiny_lm
 
 
@@ -92,3 +92,24 @@ def test_top_logprobs_are_the_likeliest_tokens_at_each_place() -> None:
     assert score_ids(model, ids, top_logprobs=3).top_logprobs is None  # needs return_logprobs
     with pytest.raises(ValueError):
         score_ids(model, ids, return_logprobs=True, top_logprobs=-1)
+
+
+def test_many_texts_side_by_side_score_as_each_alone() -> None:
+    model = tiny_lm("lstm", num_layers=2)
+    generator = torch.Generator().manual_seed(3)
+    lengths = [1, 2, 5, 40, 300, 9, 1, 77]
+    texts = [(torch.randint(1, 28, (n,), generator=generator).tolist(), 1) for n in lengths]
+    texts.append((texts[3][0], 10))  # a context of 9 tokens read first
+    many = score_many(
+        model, texts, segment_len=64, burn_in=16, return_logprobs=True, top_logprobs=2
+    )
+    for (ids, first), got in zip(texts, many, strict=True):
+        alone = score_ids(
+            model, ids, first, segment_len=64, burn_in=16, return_logprobs=True, top_logprobs=2
+        )
+        assert got.count == alone.count == max(0, len(ids) - first)
+        assert got.nll == pytest.approx(alone.nll, rel=1e-5, abs=1e-6)
+        assert got.token_logprobs == pytest.approx(alone.token_logprobs, rel=1e-5, abs=1e-6)
+        assert [[i for i, _ in t] for t in got.top_logprobs or []] == [
+            [i for i, _ in t] for t in alone.top_logprobs or []
+        ]
