@@ -11,8 +11,9 @@ def request_schemas(client: TestClient) -> dict[str, dict]:
     for path, operations in spec["paths"].items():
         body = operations.get("post", {}).get("requestBody")
         if body is not None:
-            ref = body["content"]["application/json"]["schema"]["$ref"]
-            out[path] = components[ref.rsplit("/", 1)[1]]
+            schema = body["content"]["application/json"]["schema"]
+            ref = schema.get("$ref")  # routes that also take uploads inline their schema
+            out[path] = components[ref.rsplit("/", 1)[1]] if ref else schema
     return out
 
 
@@ -22,7 +23,9 @@ def test_new_routes_are_documented(client: TestClient) -> None:
     assert "text/event-stream" in paths["/v1/completions"]["post"]["responses"]["200"]["content"]
 
 
-@pytest.mark.parametrize("path", ["/v1/completions", "/v1/tokenize", "/v1/detokenize"])
+@pytest.mark.parametrize(
+    "path", ["/v1/completions", "/v1/tokenize", "/v1/detokenize", "/v1/perplexity", "/v1/ngrams"]
+)
 def test_every_field_has_a_description_and_the_examples_work(client: TestClient, path) -> None:
     schema = request_schemas(client)[path]
     example = {}
@@ -32,3 +35,11 @@ def test_every_field_has_a_description_and_the_examples_work(client: TestClient,
             example[name] = field["examples"][0]
     response = client.post(path, json=example)  # what Swagger UI's "Try it out" sends
     assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("path", ["/v1/perplexity", "/v1/ngrams", "/v1/ngrams/plot"])
+def test_routes_taking_uploads_document_both_bodies(client: TestClient, path) -> None:
+    content = client.get("/openapi.json").json()["paths"][path]["post"]["requestBody"]["content"]
+    assert set(content) == {"application/json", "multipart/form-data"}
+    form = content["multipart/form-data"]["schema"]
+    assert form["properties"]["file"]["format"] == "binary" and form["required"] == ["file"]
