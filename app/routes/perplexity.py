@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from app.deps import ServedModel, ServicesDep
 from app.errors import InvalidInput, responses
 from app.schemas.perplexity import (
+    MAX_DOCUMENT_CHARS,
     MAX_ITEMS,
     MAX_TEXT_CHARS,
     Mode,
@@ -133,11 +134,9 @@ async def _respond(
         first = len(context.ids) if context.ids else 1
         item = _Item(ids, first, len(encoded.ids), context.unknown + encoded.unknown)
         if len(ids) <= first:
-            reason = "fewer than one token to score (two without a context) after the rule"
+            reason = "needs at least one token to score (two without a context) after the rule"
             if mode != "lines":
-                raise InvalidInput(
-                    f"{where}: the text holds {reason}", param=where, code="too_short"
-                )
+                raise InvalidInput(f"{where}: the text {reason}", param=where, code="too_short")
             item.skipped = reason
         items.append(item)
     if mode == "lines" and all(item.skipped for item in items):
@@ -213,6 +212,13 @@ async def score_perplexity(request: Request, services: ServicesDep) -> Perplexit
         body = await read_json(request, PerplexityRequest)
         lm = services.language_model(body.model)
         param = "texts" if body.texts is not None else "text"
+        if body.text is not None and not body.per_line and len(body.text) > MAX_TEXT_CHARS:
+            raise InvalidInput(
+                f"text has {len(body.text)} characters, over the cap of {MAX_TEXT_CHARS} "
+                f"(with per_line, a document of up to {MAX_DOCUMENT_CHARS})",
+                param="text",
+                code="too_long",
+            )
     if body.texts is not None:
         return await _respond(lm, services, body, body.texts, "texts", param)
     assert body.text is not None

@@ -49,14 +49,8 @@ class PerplexityRequest(StrictRequest):
     def _one_input(self) -> PerplexityRequest:
         if (self.text is None) == (self.texts is None):
             raise ValueError("give exactly one of `text` and `texts`")
-        if self.texts is not None:
-            if self.per_line:
-                raise ValueError("per_line scores the lines of one `text`, not `texts`")
-        elif self.text is not None and not self.per_line and len(self.text) > MAX_TEXT_CHARS:
-            raise ValueError(
-                f"text has {len(self.text)} characters, over the cap of {MAX_TEXT_CHARS} "
-                f"(with per_line, a document of up to {MAX_DOCUMENT_CHARS})"
-            )
+        if self.texts is not None and self.per_line:
+            raise ValueError("per_line scores the lines of one `text`, not `texts`")
         return self
 
 

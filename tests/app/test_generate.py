@@ -97,7 +97,7 @@ def test_word_level_model(client: TestClient) -> None:
         ({"prefix": "a", "n": 17}, "n", ["16"]),
         ({"prefix": "a", "seed": -1}, "seed", ["0"]),
         ({"prefix": "a", "stop": ["a", "b", "c", "d", "e"]}, "stop", ["4"]),
-        ({"prefix": "a", "stop": ["The"]}, "stop", ["a-z"]),
+        ({"prefix": "a", "stop": ["The"]}, "stop.0", ["a-z", "never be generated"]),
         ({"prefix": "a", "stop": [""]}, "stop", ["1 to 64"]),
         ({"prefix": "a", "model": "../etc"}, "model", ["pattern"]),
         ({"prefix": "a", "colour": "red"}, "colour", ["Extra inputs"]),

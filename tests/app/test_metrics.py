@@ -71,7 +71,7 @@ def test_tokens_generated_and_scored_and_time_to_first_token(client: TestClient)
 
 def test_gauges_sampled_from_the_schedulers_and_registry(client: TestClient) -> None:
     samples = scrape(client)
-    assert value(samples, "rnnlm_bundles_loaded", state="ready") == 4
+    assert value(samples, "rnnlm_bundles_loaded", state="ready") == 5
     assert value(samples, "rnnlm_bundles_loaded", state="failed") == 1
     for model in ("char-lstm", "char-gru", "word-gru"):
         assert ("rnnlm_scheduler_queue_depth", frozenset({("model", model)})) in samples
