@@ -18,8 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,15 @@ from torch import nn
 
 from models.files import NAME_PATTERN, file_digest, is_valid_name, write_dir_atomically
 from models.forecast import Forecaster, ForecasterConfig
+from models.mixture import Mixture, MixtureConfig
+from models.ngram_lm import NgramConfig, NgramLM
 from models.rnn import LanguageModel, LMConfig, build_model
 from models.text import TextRule, Tokenizer, Vocab
 
 FORMAT_VERSION = 1
-KINDS = ("char-lm", "word-lm", "byte-lm", "forecaster")
+# Recurrent LMs by token level, count-based LMs, interpolations of LMs, the sine forecaster.
+LM_KINDS = ("char-lm", "word-lm", "byte-lm", "ngram", "mixture")
+KINDS = (*LM_KINDS, "forecaster")
 CONFIG, VOCAB, WEIGHTS, METRICS = "config.json", "vocab.json", "weights.safetensors", "metrics.json"
 CURVES = "curves.png"
 # Files a bundle may carry beside the required ones; hashed in config.json like the rest.
@@ -59,6 +63,7 @@ class Bundle:
     model: nn.Module
     tokenizer: Tokenizer | None
     metrics: dict[str, Any] = field(default_factory=dict)
+    config_sha256: str = ""  # of config.json: a mixture names its components by it
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -70,6 +75,10 @@ def _kind_of(model: nn.Module, tokenizer: Tokenizer | None) -> str:
         return "forecaster"
     if tokenizer is None:
         raise ValueError("a language model bundle needs its tokenizer")
+    if isinstance(model, NgramLM):
+        return "ngram"
+    if isinstance(model, Mixture):
+        return "mixture"
     return f"{tokenizer.level}-lm"
 
 
@@ -99,6 +108,9 @@ def save_bundle(
     module = getattr(model, "_orig_mod", model)
     if not isinstance(module, LanguageModel | Forecaster):
         raise BundleError(name, f"cannot save a {type(module).__name__}")
+    model_config = module.config
+    if not is_dataclass(model_config) or isinstance(model_config, type):
+        raise BundleError(name, f"a {type(module).__name__}'s config must be a dataclass")
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     files = {WEIGHTS: save(tensors), METRICS: _json_bytes(metrics or {}), **extra_files}
     if tokenizer is not None:
@@ -107,7 +119,7 @@ def save_bundle(
     config = {
         "format_version": FORMAT_VERSION,
         "kind": kind,
-        "model": asdict(module.config),
+        "model": asdict(model_config),
         "tokenizer": None if tokenizer is None else tokenizer.spec(),
         "training": training or {},
         "versions": {"torch": torch.__version__.split("+")[0], "python": platform.python_version()},
@@ -156,30 +168,89 @@ def read_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def _build_lm(config: dict[str, Any]) -> nn.Module:
+def components_of(path: Path) -> list[str]:
+    """The bundles a bundle is built on (a mixture's components), read from its config.
+
+    For ordering loads only: nothing is verified here, so a bundle whose config cannot be
+    read has no components and fails on its own when it is loaded.
+    """
+    try:
+        config = json.loads((Path(path) / CONFIG).read_text(encoding="utf-8"))
+        return (
+            [str(c) for c in config["model"]["components"]] if config["kind"] == "mixture" else []
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+Components = Mapping[str, Bundle]
+
+
+def _build_lm(config: dict[str, Any], _components: Components) -> nn.Module:
     return build_model(LMConfig(**config["model"]))
 
 
-def _build_forecaster(config: dict[str, Any]) -> nn.Module:
+def _build_ngram(config: dict[str, Any], _components: Components) -> nn.Module:
+    return NgramLM(NgramConfig(**config["model"]))
+
+
+def _build_forecaster(config: dict[str, Any], _components: Components) -> nn.Module:
     return Forecaster(ForecasterConfig(**config["model"]))
 
 
-_BUILDERS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
+def _build_mixture(config: dict[str, Any], components: Components) -> nn.Module:
+    """The mixture over its already loaded components, each checked against the config."""
+    mixture_config = MixtureConfig(**config["model"])
+    parts = []
+    for name, sha256 in zip(
+        mixture_config.components, mixture_config.component_sha256, strict=True
+    ):
+        component = components.get(name)
+        if component is None:
+            raise ComponentError(f"component {name!r} is not loaded (missing or failed to load)")
+        if component.kind == "mixture" or not isinstance(component.model, LanguageModel):
+            raise ComponentError(
+                f"component {name!r} is a {component.kind}, not a base language model"
+            )
+        if component.config_sha256 != sha256:
+            raise ComponentError(
+                f"component {name!r} changed since the mixture was fit (config sha256 "
+                f"{component.config_sha256[:12]}..., expected {sha256[:12]}...)"
+            )
+        parts.append(component)
+    return Mixture(mixture_config, [p.model for p in parts if isinstance(p.model, LanguageModel)])
+
+
+class ComponentError(ValueError):
+    """A mixture's component is missing or does not match what the mixture was fit on."""
+
+
+_BUILDERS: dict[str, Callable[[dict[str, Any], Components], nn.Module]] = {
     "char-lm": _build_lm,
     "word-lm": _build_lm,
     "byte-lm": _build_lm,
+    "ngram": _build_ngram,
+    "mixture": _build_mixture,
     "forecaster": _build_forecaster,
 }
 
 
-def load_bundle(path: Path, device: torch.device | str = "cpu") -> Bundle:
-    """Load and validate a bundle; the model comes back in eval mode on `device`."""
+def load_bundle(
+    path: Path, device: torch.device | str = "cpu", components: Components | None = None
+) -> Bundle:
+    """Load and validate a bundle; the model comes back in eval mode on `device`.
+
+    A mixture's components are other bundles, loaded by the caller beforehand and passed
+    in `components` by name (`components_of` says which), so this reads only `path`.
+    """
     path = Path(path)
     name = path.name
     config = read_config(path)
     kind = config["kind"]
     try:
-        model = _BUILDERS[kind](config)
+        model = _BUILDERS[kind](config, components or {})
+    except ComponentError as exc:
+        raise BundleError(name, str(exc)) from exc
     except (TypeError, ValueError, KeyError) as exc:
         raise BundleError(name, f"model config cannot be built: {exc}") from exc
     try:
@@ -195,11 +266,20 @@ def load_bundle(path: Path, device: torch.device | str = "cpu") -> Bundle:
         except (ValueError, KeyError, TypeError) as exc:
             raise BundleError(name, f"bad vocabulary or tokenizer: {exc}") from exc
         assert isinstance(model, LanguageModel)  # what _BUILDERS makes for an LM kind
-        if len(vocab) != model.config.vocab_size or f"{tokenizer.level}-lm" != kind:
+        level_kind = kind.endswith("-lm") and f"{tokenizer.level}-lm" != kind
+        if len(vocab) != model.config.vocab_size or level_kind:
             raise BundleError(name, "vocabulary does not match the model")
+        if isinstance(model, Mixture):
+            for part in model.config.components:
+                other = (components or {})[part].tokenizer
+                if other is None or other.rule != tokenizer.rule:
+                    raise BundleError(name, f"component {part!r} tokenizes text differently")
+                if other.vocab.idx_to_token != vocab.idx_to_token:
+                    raise BundleError(name, f"component {part!r} has a different vocabulary")
     try:
         metrics = json.loads((path / METRICS).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(name, f"{METRICS} is not valid JSON") from exc
     model.to(device).eval()
-    return Bundle(name, path, kind, config, model, tokenizer, metrics)
+    sha256 = file_digest(path / CONFIG)
+    return Bundle(name, path, kind, config, model, tokenizer, metrics, sha256)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -44,10 +44,21 @@ class LMConfig:
             raise ValueError("rnn_scratch is the book's model: one layer, one-hot, no dropout")
 
 
-class LanguageModel(nn.Module):
-    """The shared interface; subclasses set `config` and implement the two methods."""
+class ModelConfig(Protocol):
+    """What every language model's config tells its users: the size of its output."""
 
-    config: LMConfig
+    @property
+    def vocab_size(self) -> int: ...
+
+
+class LanguageModel(nn.Module):
+    """The shared interface; subclasses set `config` and implement the two methods.
+
+    Logits are unnormalised log-probabilities; a count-based model returns log P itself,
+    with -inf for a token it gives probability 0.
+    """
+
+    config: ModelConfig
 
     def begin_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         raise NotImplementedError
@@ -67,6 +78,8 @@ class LanguageModel(nn.Module):
 
 class RNNScratch(LanguageModel):
     """The book's RNN with explicit parameters: H_t = tanh(X_t W_xh + H_{t-1} W_hh + b_h)."""
+
+    config: LMConfig
 
     def __init__(self, config: LMConfig, sigma: float = 0.01) -> None:
         super().__init__()
@@ -112,6 +125,8 @@ class RNNLM(LanguageModel):
 
     Dropout, when set, acts on the inputs, between layers and on the top layer's outputs.
     """
+
+    config: LMConfig
 
     def __init__(self, config: LMConfig) -> None:
         super().__init__()
