@@ -584,6 +584,31 @@ class NgramLM(LanguageModel):
         at = torch.searchsorted(table, keys).clamp_max(len(table) - 1)
         return torch.where(table[at] == keys, values[at], 0)
 
+    def entries(self, n: int) -> tuple[Ints, Floats, Floats | None]:
+        """Every n-gram seen in training (n = 1: every token) with its probability
+        P(w | h) and, below the highest order, its backoff weight gamma(h w) (1 when h w
+        is no context): the model in backoff form, as ARPA writes it.
+
+        Returns codes (M,), probabilities (M,) and weights (M,) or None at the top order.
+        """
+        V, K = self.config.vocab_size, self.config.order
+        device = self.codes[0].device
+        codes = torch.arange(V, device=device) if n == 1 else self.codes[n - 1].detach()
+        # The context's ids, padded on the left to a window of K-1 (-1: no token).
+        digits = [(codes // V ** (n - 1 - j)) % V for j in range(n - 1)]
+        pad = [torch.full_like(codes, -1)] * (K - n)
+        windows = torch.stack([*pad, *digits], dim=1) if K > 1 else codes.new_zeros(len(codes), 0)
+        rows = self._context_rows(windows)
+        probs = self._probability(rows, codes % V)
+        weights = None
+        if n < K:
+            keys = self._buf("offsets")[n] + codes
+            ctx_keys = self._buf("ctx_keys")
+            at = torch.searchsorted(ctx_keys, keys).clamp_max(len(ctx_keys) - 1)
+            seen = ctx_keys[at] == keys
+            weights = torch.where(seen, self._buf("gamma")[at], 1.0).cpu().numpy()
+        return codes.cpu().numpy(), probs.cpu().numpy(), weights
+
     def describe(self) -> dict[str, Any]:
         """What /v1/models shows about the model beyond its config."""
         return {
