@@ -73,6 +73,12 @@ class InvalidInput(APIError):
     status = 422
 
 
+class Conflict(APIError):
+    """The resource exists but cannot give what was asked (a model with no ARPA form)."""
+
+    status = 409
+
+
 class NotFound(APIError):
     status = 404
     type = "not_found_error"
@@ -167,6 +173,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         400: "Malformed JSON",
         401: "Missing or wrong API key",
         404: "Unknown model or corpus",
+        409: "The model has no such form (the message says why)",
         413: "Request body too large",
         422: "Invalid field (the message names it and its limit)",
         503: "Overloaded or not ready; retry after the Retry-After seconds",

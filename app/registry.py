@@ -17,9 +17,11 @@ from typing import Any
 import torch
 
 from app.errors import NotFound
-from models.bundle import Bundle, BundleError, load_bundle
+from models.bundle import Bundle, BundleError, components_of, load_bundle
 from models.files import is_valid_name
-from models.history import at_best_epoch
+from models.history import at_best_epoch, held_out_perplexity
+from models.mixture import Mixture
+from models.ngram_lm import NgramLM
 from models.rnn import LanguageModel, num_parameters
 
 log = logging.getLogger(__name__)
@@ -43,15 +45,28 @@ class Registry:
         self.entries: dict[str, Entry] = {}
 
     def load_all(self) -> None:
-        """Load every bundle directory; never raises for a bad bundle."""
+        """Load every bundle directory; never raises for a bad bundle.
+
+        Bundles built on others (mixtures) load after every other bundle, given the ready
+        ones as their components; a mixture whose component failed says which and why.
+        """
         if not self.checkpoint_dir.is_dir():
             log.warning("checkpoint directory %s does not exist", self.checkpoint_dir)
             return
-        for path in sorted(self.checkpoint_dir.iterdir()):
-            if not path.is_dir() or not is_valid_name(path.name):
-                continue
+        paths = [
+            p for p in sorted(self.checkpoint_dir.iterdir()) if p.is_dir() and is_valid_name(p.name)
+        ]
+        needs = {p.name: components_of(p) for p in paths}
+        for path in sorted(paths, key=lambda p: bool(needs[p.name])):  # stable: by name within
+            failed = [
+                f"component {c!r} failed to load ({self.entries[c].reason})"
+                for c in needs[path.name]
+                if c in self.entries and self.entries[c].state == "failed"
+            ]
             try:
-                bundle = load_bundle(path, self.device)
+                if failed:
+                    raise BundleError(path.name, "; ".join(failed))
+                bundle = load_bundle(path, self.device, components=self.ready())
             except BundleError as exc:
                 log.error("bundle %s not served: %s", path.name, exc.reason)
                 self.entries[path.name] = Entry(path.name, "failed", exc.reason)
@@ -104,6 +119,7 @@ def describe(bundle: Bundle, device: torch.device) -> dict[str, Any]:
     """Metadata shown by /v1/models."""
     model_cfg = bundle.config.get("model", {})
     at_best = at_best_epoch(bundle.metrics)
+    model = bundle.model
     return {
         "kind": bundle.kind,
         "architecture": model_cfg.get("arch", "mlp" if bundle.kind == "forecaster" else None),
@@ -111,6 +127,10 @@ def describe(bundle: Bundle, device: torch.device) -> dict[str, Any]:
         "vocab_size": len(bundle.tokenizer.vocab) if bundle.tokenizer else None,
         "device": str(device),
         "train_perplexity": at_best.get("train_ppl"),
-        "val_perplexity": at_best.get("val_ppl"),
+        # Count-based models and mixtures have no epochs: one held-out figure.
+        "val_perplexity": held_out_perplexity(bundle.metrics),
+        "order": model.config.order if isinstance(model, NgramLM) else None,
+        "smoothing": model.config.smoothing if isinstance(model, NgramLM) else None,
+        "components": list(model.config.components) if isinstance(model, Mixture) else None,
         "config": model_cfg,
     }

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.ngram_lm import NgramLM
+from models.ngram_lm import Floats, NgramLM
 from models.text import Vocab
 
 SENTENCE_MARKERS = ("<s>", "</s>")
@@ -59,9 +59,10 @@ def check_exportable(model: NgramLM) -> None:
         )
 
 
-def _log10(values: np.ndarray) -> np.ndarray:
+def _log10(values: Floats) -> Floats:
     with np.errstate(divide="ignore"):
-        return np.maximum(np.log10(values), LOG_ZERO)
+        logs: Floats = np.maximum(np.log10(values), LOG_ZERO)
+    return logs
 
 
 def arpa_lines(model: NgramLM, vocab: Vocab) -> Iterator[str]:
@@ -94,9 +95,20 @@ def arpa_lines(model: NgramLM, vocab: Vocab) -> Iterator[str]:
     yield "\n\\end\\\n"
 
 
+def arpa_chunks(model: NgramLM, vocab: Vocab, lines: int = 8192) -> Iterator[str]:
+    """The ARPA text in blocks of `lines` lines (fewer, larger writes for a stream)."""
+    block: list[str] = []
+    for line in arpa_lines(model, vocab):
+        block.append(line)
+        if len(block) == lines:
+            yield "".join(block)
+            block = []
+    yield "".join(block)
+
+
 def write_arpa(model: NgramLM, vocab: Vocab, path: Path) -> None:
     """Write the ARPA file (checked before anything is written)."""
     check_exportable(model)
     arpa_tokens(vocab)
     with Path(path).open("w", encoding="utf-8") as f:
-        f.writelines(arpa_lines(model, vocab))
+        f.writelines(arpa_chunks(model, vocab))

@@ -54,3 +54,11 @@ def at_best_epoch(metrics: Mapping[str, Any]) -> Record:
     if not isinstance(best, int) or isinstance(best, bool):
         return {}
     return next((e for e in epochs if e["epoch"] == best), {})
+
+
+def held_out_perplexity(metrics: Mapping[str, Any]) -> float | None:
+    """The bundle's held-out perplexity: at the best epoch for a trained network, the one
+    `val_ppl` of a model without epochs (n-gram counts, a mixture); None when unknown or
+    infinite (an MLE n-gram model with unseen n-grams in the held-out text)."""
+    value = at_best_epoch(metrics).get("val_ppl", metrics.get("val_ppl"))
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -55,6 +55,7 @@ MAX_ORDER = 16
 # The (contexts, V) probability table is precomputed while it has at most this many
 # entries (128 MiB of float32); bigger models compute each row from the sparse counts.
 DENSE_ENTRIES = 1 << 25
+MAX_VARIANTS = 8  # other orders/smoothings of one model's counts kept built (`variant`)
 
 Ints = NDArray[np.int64]
 Floats = NDArray[np.float64]
@@ -252,6 +253,7 @@ class NgramLM(LanguageModel):
         )
         self.register_load_state_dict_post_hook(lambda module, _keys: module.build())  # type: ignore[no-untyped-call]
         self.dense = False
+        self.variants: dict[tuple[int, str], NgramLM] = {}
         if not placeholders:  # else load_state_dict's hook builds, from the loaded counts
             self.build()
 
@@ -609,13 +611,27 @@ class NgramLM(LanguageModel):
             weights = torch.where(seen, self._buf("gamma")[at], 1.0).cpu().numpy()
         return codes.cpu().numpy(), probs.cpu().numpy(), weights
 
-    def describe(self) -> dict[str, Any]:
-        """What /v1/models shows about the model beyond its config."""
-        return {
-            "order": self.config.order,
-            "smoothing": self.config.smoothing,
-            "ngrams": list(self.config.sizes),
-            "discounts": [list(d) for d in self.discounts]
-            if self.config.smoothing in ("kn", "modified-kn")
-            else None,
-        }
+    def variant(self, order: int | None = None, smoothing: Smoothing | None = None) -> NgramLM:
+        """The same counts with a lower order or another smoothing (None: this model's).
+
+        A model holds the counts of every order up to its own, so any smoothing at any
+        lower order is the same counts read another way. Built on first use and kept
+        (the last `MAX_VARIANTS`); raises ValueError for an order above the model's.
+        """
+        order = order or self.config.order
+        smoothing = smoothing or self.config.smoothing
+        if order > self.config.order:
+            raise ValueError(
+                f"order must be at most {self.config.order}, the order of the counts this "
+                f"model holds, got {order}"
+            )
+        if (order, smoothing) == (self.config.order, self.config.smoothing):
+            return self
+        key = (order, smoothing)
+        if key not in self.variants:
+            config = replace(self.config, order=order, smoothing=smoothing, sizes=())
+            model = NgramLM(config, self._raw()[:order]).to(self.codes[0].device).eval()
+            while len(self.variants) >= MAX_VARIANTS:
+                self.variants.pop(next(iter(self.variants)))
+            self.variants[key] = model
+        return self.variants[key]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from models.bundle import BundleError, load_bundle
 from models.files import is_valid_name
-from models.history import at_best_epoch, epochs_of
+from models.history import at_best_epoch, epochs_of, held_out_perplexity
 from models.rnn import num_parameters
 
 
@@ -46,7 +46,7 @@ def describe_bundle(path: Path) -> BundleRow:
         epochs=len(epochs_of(metrics)),
         best_epoch=at_best.get("epoch"),
         train_ppl=at_best.get("train_ppl"),
-        val_ppl=at_best.get("val_ppl"),
+        val_ppl=held_out_perplexity(metrics),
     )
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from app.deps import ServicesDep
-from app.errors import responses
+from app.errors import Conflict, responses
 from app.registry import describe
 from app.schemas import ResponseBody
 from app.schemas.tokenize import TokenizerRule
+from models.arpa import ArpaError, arpa_chunks, arpa_tokens, check_exportable
+from models.ngram_lm import NgramLM
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -21,14 +24,19 @@ class ModelCard(ResponseBody):
     object: Literal["model"] = "model"
     created: int = Field(description="when the service loaded the bundle (unix seconds)")
     owned_by: str = "rnnlm"
-    kind: str = Field(description="char-lm, word-lm, byte-lm or forecaster")
+    kind: str = Field(description="char-lm, word-lm, byte-lm, ngram, mixture or forecaster")
     architecture: str | None
     parameters: int
     vocab_size: int | None
     tokenizer: TokenizerRule | None = Field(description="the rule applied to every input")
     device: str
     train_perplexity: float | None = Field(description="training perplexity at the best epoch")
-    val_perplexity: float | None = Field(description="held-out perplexity at the best epoch")
+    val_perplexity: float | None = Field(
+        description="held-out perplexity (at the best epoch for a recurrent model)"
+    )
+    order: int | None = Field(description="an n-gram model's order n")
+    smoothing: str | None = Field(description="an n-gram model's smoothing")
+    components: list[str] | None = Field(description="a mixture's component models")
     default: bool = Field(description="used when a request names no model")
     config: dict[str, Any]
 
@@ -60,3 +68,44 @@ async def list_models(services: ServicesDep) -> ModelList:
 async def get_model(model_id: str, services: ServicesDep) -> ModelCard:
     """One bundle's card."""
     return _card(services, model_id)
+
+
+@router.get(
+    "/{model_id}/arpa",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "the ARPA file"},
+        **responses(404, 409),
+    },
+)
+async def get_arpa(model_id: str, services: ServicesDep) -> StreamingResponse:
+    """An n-gram model in the ARPA backoff format (as KenLM and SRILM read it).
+
+    The space token is written `<sp>` (ARPA separates tokens by whitespace); `<s>` and
+    `</s>` are listed with log10 probability -99 because readers require them, though the
+    model reads text as one stream. 409 for a model without an ARPA form: recurrent models
+    and mixtures (their predictions depend on the whole history), and MLE n-gram models
+    (a backoff weight of 0 cannot be written).
+    """
+    bundle = services.registry.get(model_id)
+    model = bundle.model
+    if not isinstance(model, NgramLM) or bundle.tokenizer is None:
+        raise Conflict(
+            f"model {model_id!r} is a {bundle.kind} model, which has no ARPA form: ARPA lists "
+            "n-gram probabilities and backoff weights, and only n-gram models are made of those",
+            param="model_id",
+            code="no_arpa_form",
+        )
+    vocab = bundle.tokenizer.vocab
+    try:
+        check_exportable(model)
+        arpa_tokens(vocab)
+    except ArpaError as exc:
+        raise Conflict(
+            f"model {model_id!r}: {exc}", param="model_id", code="no_arpa_form"
+        ) from None
+    return StreamingResponse(
+        arpa_chunks(model, vocab),
+        media_type="text/plain; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{model_id}.arpa"'},
+    )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
 
+from app import breakdown as ngram
 from app.deps import ServedModel, ServicesDep
 from app.errors import InvalidInput, responses
 from app.schemas.perplexity import (
@@ -24,6 +25,7 @@ from app.schemas.perplexity import (
     ZeroProbability,
 )
 from app.uploads import FILE_FIELD, is_upload, read_json, read_upload, request_body, upload_text
+from models.ngram_lm import NgramLM
 from models.score import Score
 
 router = APIRouter(prefix="/v1/perplexity", tags=["scoring"])
@@ -52,12 +54,17 @@ def _zero_probability(lm: ServedModel, item: _Item, logprobs: list[float]) -> Ze
     k = next(i for i, lp in enumerate(logprobs) if lp == -math.inf)
     token = lm.tokenizer.tokens([item.ids[item.first + k]])[0]
     position = item.first + k - (len(item.ids) - item.text_tokens)
+    reason = (
+        f"{lm.name} gives {token!r} probability 0 after the tokens before it, so the "
+        "text's probability is 0 and its perplexity infinite (a count-based model without "
+        "smoothing does this for an n-gram it never saw)"
+    )
+    if isinstance(lm.model, NgramLM):
+        reason = ngram.zero_reason(lm.model, lm.tokenizer, item.ids, item.first + k)
     return ZeroProbability(
         position=position,
         token=token,
-        reason=f"{lm.name} gives {token!r} probability 0 after the tokens before it, so the "
-        "text's probability is 0 and its perplexity infinite (a count-based model without "
-        "smoothing does this for an n-gram it never saw)",
+        reason=reason,
     )
 
 
@@ -103,7 +110,7 @@ def _tokens(lm: ServedModel, item: _Item, score: Score) -> list[TokenLogprob] | 
         return None
     tokens = lm.tokenizer.tokens(item.ids[item.first :])
     return [
-        TokenLogprob(token=t, logprob=lp)
+        TokenLogprob(token=t, logprob=lp if math.isfinite(lp) else None)
         for t, lp in zip(tokens, score.token_logprobs, strict=True)
     ]
 
@@ -160,6 +167,9 @@ async def _respond(
             model=lm.name,
             mode="text",
             tokens=_tokens(lm, items[0], scores[0]),
+            breakdown=await ngram.breakdown(lm, services, items[0].ids, items[0].first)
+            if body.breakdown
+            else None,
             **head.model_dump(),
         )
     results = [
@@ -193,7 +203,10 @@ async def score_perplexity(request: Request, services: ServicesDep) -> Perplexit
     `context` is read before each text and not scored; without it a text's first token
     has nothing to be predicted from and is not scored. Unknown tokens count as `<unk>`.
     A text a model gives probability 0 (an unsmoothed n-gram model) has `perplexity: null`
-    and `infinite: true`, and `zero_probability` says which token and why.
+    and `infinite: true`, and `zero_probability` says which token and why (for an n-gram
+    model, its counts). For n-gram models, `breakdown` shows the counts behind every token
+    of one text, and `order` and `smoothing` read the same counts at a lower order or with
+    another smoothing.
     """
     if is_upload(request):
         form, data = await read_upload(request, PerplexityUpload)
@@ -219,6 +232,7 @@ async def score_perplexity(request: Request, services: ServicesDep) -> Perplexit
                 param="text",
                 code="too_long",
             )
+    lm = await ngram.scoring_model(lm, body, services)
     if body.texts is not None:
         return await _respond(lm, services, body, body.texts, "texts", param)
     assert body.text is not None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 
 from models.files import NAME_PATTERN
 
@@ -38,6 +38,12 @@ def _no_control_characters(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_no_control_characters)]
+
+
+# JSON has no -inf: a token of probability 0 (an MLE n-gram model's unseen n-gram) is
+# written as this log-probability, as vLLM writes it.
+LOGPROB_FLOOR = -9999.0
+Logprob = Annotated[float, PlainSerializer(lambda v: max(v, LOGPROB_FLOOR), return_type=float)]
 
 
 class StrictRequest(BaseModel):

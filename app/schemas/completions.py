@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from app.schemas import ResponseBody, StrictRequest, Usage, model_field
+from app.schemas import Logprob, ResponseBody, StrictRequest, Usage, model_field
 from app.schemas.generate import (
     MAX_N,
     MAX_NEW_TOKENS,
@@ -247,8 +247,8 @@ class CompletionLogprobs(ResponseBody):
     """OpenAI's legacy logprobs object: parallel lists, one entry per token."""
 
     tokens: list[str] = Field(description="each token's text (a word keeps its leading space)")
-    token_logprobs: list[float | None] = Field(description="null for a prompt's first token")
-    top_logprobs: list[dict[str, float] | None] = Field(
+    token_logprobs: list[Logprob | None] = Field(description="null for a prompt's first token")
+    top_logprobs: list[dict[str, Logprob] | None] = Field(
         description="the likeliest tokens at each place, and the chosen one"
     )
     text_offset: list[int] = Field(description="where each token starts in the choice's text")

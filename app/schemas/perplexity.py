@@ -5,11 +5,13 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from app.schemas import ResponseBody, StrictRequest, Text, model_field
+from models.ngram_lm import MAX_ORDER, Smoothing
 
 MAX_TEXT_CHARS = 200_000  # one text, one item of `texts`, one line of a document
 MAX_DOCUMENT_CHARS = 3_000_000  # a document scored line by line (the body cap bounds it too)
 MAX_CONTEXT_CHARS = 20_000
 MAX_ITEMS = 100_000  # texts in `texts`, lines of a document
+MAX_BREAKDOWN_TOKENS = 5_000
 Mode = Literal["text", "texts", "lines"]
 
 
@@ -44,6 +46,23 @@ class PerplexityRequest(StrictRequest):
         examples=[""],
     )
     return_tokens: bool = Field(False, description="include each scored token's log-probability")
+    breakdown: bool = Field(
+        False,
+        description="n-gram models, one text: for each scored token the counts behind its "
+        "probability (n(context, token) and n(context) at every order) and the order it "
+        f"backed off to; up to {MAX_BREAKDOWN_TOKENS} scored tokens",
+    )
+    order: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_ORDER,
+        description="n-gram models: score with a lower order than the model's own (its counts "
+        "hold every order up to its own)",
+        examples=[None],
+    )
+    smoothing: Smoothing | None = Field(
+        None, description="n-gram models: read the same counts with another smoothing"
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> PerplexityRequest:
@@ -65,7 +84,31 @@ class PerplexityUpload(StrictRequest):
 
 class TokenLogprob(ResponseBody):
     token: str
-    logprob: float
+    logprob: float | None = Field(description="natural log; null for probability 0")
+
+
+class NgramCount(ResponseBody):
+    n: int = Field(description="the order: the context is the n-1 tokens before the token")
+    context: str
+    count: int = Field(description="n(context, token): how often the training text has both")
+    context_count: int = Field(description="n(context): how often the context is followed there")
+    used_count: int = Field(
+        description="the count the smoothing uses: n(context, token), except for Kneser-Ney "
+        "below the highest order, where it is the continuation count N1+(. context token)"
+    )
+    used_context_count: int = Field(description="the matching total for the context")
+
+
+class TokenBreakdown(ResponseBody):
+    token: str
+    probability: float
+    logprob: float | None = Field(description="natural log; null for probability 0")
+    order: int = Field(description="order of the estimate: 1 + the longest context seen")
+    backoff_order: int = Field(
+        description="highest order at which the n-gram itself was seen (0: never; the "
+        "probability then comes from smoothing alone)"
+    )
+    counts: list[NgramCount] = Field(description="one entry per order the text has context for")
 
 
 class ZeroProbability(ResponseBody):
@@ -111,3 +154,6 @@ class PerplexityResponse(PerplexityScore):
     mode: Mode
     tokens: list[TokenLogprob] | None = None
     results: list[PerplexityItem] | None = None
+    breakdown: list[TokenBreakdown] | None = Field(
+        None, description="with `breakdown` (n-gram models): the counts behind each token"
+    )

@@ -31,10 +31,10 @@ def test_reader_gives_our_log10_probabilities(
     with torch.no_grad():
         logits, _ = model(torch.tensor([ids[:-1]]))
     ours = logits[0].gather(1, torch.tensor(ids[1:]).unsqueeze(1)).squeeze(1) / math.log(10)
-    theirs = [
-        reader.log_p(tuple(words[max(0, t - order + 1) : t + 1])) for t in range(1, len(ids))
-    ]
-    torch.testing.assert_close(torch.tensor(theirs, dtype=torch.float64), ours.double(), rtol=0, atol=1e-5)
+    theirs = [reader.log_p(tuple(words[max(0, t - order + 1) : t + 1])) for t in range(1, len(ids))]
+    torch.testing.assert_close(
+        torch.tensor(theirs, dtype=torch.float64), ours.double(), rtol=0, atol=1e-5
+    )
     assert ours.min() < -1.5  # the held-out text does reach unseen n-grams ("zebra")
 
 
