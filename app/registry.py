@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from app.errors import NotFound
-from models.bundle import Bundle, BundleError, components_of, load_bundle
+from models.bundle import Bundle, BundleError, load_in_order
 from models.files import is_valid_name
 from models.history import at_best_epoch, held_out_perplexity
 from models.mixture import Mixture
@@ -56,23 +56,13 @@ class Registry:
         paths = [
             p for p in sorted(self.checkpoint_dir.iterdir()) if p.is_dir() and is_valid_name(p.name)
         ]
-        needs = {p.name: components_of(p) for p in paths}
-        for path in sorted(paths, key=lambda p: bool(needs[p.name])):  # stable: by name within
-            failed = [
-                f"component {c!r} failed to load ({self.entries[c].reason})"
-                for c in needs[path.name]
-                if c in self.entries and self.entries[c].state == "failed"
-            ]
-            try:
-                if failed:
-                    raise BundleError(path.name, "; ".join(failed))
-                bundle = load_bundle(path, self.device, components=self.ready())
-            except BundleError as exc:
-                log.error("bundle %s not served: %s", path.name, exc.reason)
-                self.entries[path.name] = Entry(path.name, "failed", exc.reason)
-                continue
-            self.entries[path.name] = Entry(path.name, "ready", bundle=bundle)
-            log.info("bundle %s loaded (%s) on %s", path.name, bundle.kind, self.device)
+        for path, result in load_in_order(paths, self.device):
+            if isinstance(result, BundleError):
+                log.error("bundle %s not served: %s", path.name, result.reason)
+                self.entries[path.name] = Entry(path.name, "failed", result.reason)
+            else:
+                self.entries[path.name] = Entry(path.name, "ready", bundle=result)
+                log.info("bundle %s loaded (%s) on %s", path.name, result.kind, self.device)
 
     def ready(self, kind: str | None = None) -> dict[str, Bundle]:
         return {

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -283,3 +283,35 @@ def load_bundle(
     model.to(device).eval()
     sha256 = file_digest(path / CONFIG)
     return Bundle(name, path, kind, config, model, tokenizer, metrics, sha256)
+
+
+def load_in_order(
+    paths: Sequence[Path], device: torch.device | str = "cpu"
+) -> Iterator[tuple[Path, Bundle | BundleError]]:
+    """Load several bundles, each mixture after the bundles it is built on.
+
+    Yields (path, bundle or the reason it failed); a mixture is given the bundles that
+    loaded as its components, and one whose component failed says which and why.
+    """
+    needs = {p.name: components_of(p) for p in paths}
+    loaded: dict[str, Bundle] = {}
+    failed: dict[str, str] = {}
+    for path in sorted(paths, key=lambda p: bool(needs[p.name])):  # stable: the given order
+        try:
+            problems = [
+                f"component {c!r} failed to load ({failed[c]})"
+                for c in needs[path.name]
+                if c in failed
+            ]
+            if problems:
+                raise BundleError(path.name, "; ".join(problems))
+            try:
+                bundle = load_bundle(path, device, components=loaded)
+            except OSError as exc:  # unreadable files: permissions, I/O errors
+                raise BundleError(path.name, f"cannot read: {exc}") from exc
+        except BundleError as exc:
+            failed[path.name] = exc.reason
+            yield path, exc
+            continue
+        loaded[path.name] = bundle
+        yield path, bundle

@@ -15,6 +15,7 @@ weights, float64), so the same components and text always give the same gate.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 
 from models.ngram_lm import NgramLM
 from models.rnn import LanguageModel, State
+from models.score import DEFAULT_BURN_IN, DEFAULT_SEGMENT_LEN, segments
 
 
 @dataclass(frozen=True)
@@ -144,30 +146,67 @@ class Mixture(LanguageModel):
         return features.to(self.gate_weight.dtype) @ self.gate_weight.T + self.gate_bias
 
 
-def fit_gate(mixture: Mixture, ids: Tensor, l2: float = 1e-3, max_iter: int = 100) -> float:
-    """Fit the gate to maximise the likelihood of ids[1:] (the validation split).
+@dataclass(frozen=True)
+class GateInputs:
+    """What fitting the gate needs of a text: per scored token, each component's
+    log-probability of it (T, C) and the gate's features (T, F)."""
 
-    Returns the perplexity of ids[1:] under the fitted mixture. Weights of the features
-    carry an L2 penalty `l2` (the bias none), so a feature that does not help stays near 0.
+    chosen: Tensor
+    features: Tensor
+
+    def __getitem__(self, rows: slice) -> GateInputs:
+        return GateInputs(self.chosen[rows], self.features[rows])
+
+
+@torch.no_grad()
+def gate_inputs(mixture: Mixture, ids: Tensor) -> GateInputs:
+    """The components' predictions of ids[1:], each token from the tokens before it.
+
+    In the segments `score_ids` uses (side by side, each after a burn-in), so a long text
+    is one batched pass and the predictions are the ones the service scores with.
     """
+    windows = segments(len(ids) - 1, 0, DEFAULT_SEGMENT_LEN, DEFAULT_BURN_IN)
+    width = max(stop - start for start, _, stop in windows)
+    X = torch.zeros(len(windows), width, dtype=torch.long, device=ids.device)  # (B, W)
+    Y = torch.zeros_like(X)
+    keep = torch.zeros(len(windows), width, dtype=torch.bool, device=ids.device)
+    for row, (start, scored, stop) in enumerate(windows):
+        X[row, : stop - start] = ids[start:stop]
+        Y[row, : stop - start] = ids[start + 1 : stop + 1]
+        keep[row, scored - start : stop - start] = True
+    logps, features, _ = mixture.components_forward(X)  # (B, W, C, V), (B, W, F)
+    targets = Y.unsqueeze(-1).unsqueeze(-1).expand(-1, -1, logps.shape[-2], 1)
+    chosen = logps.gather(-1, targets).squeeze(-1)  # (B, W, C)
+    return GateInputs(chosen[keep].double(), features[keep].double())
+
+
+def _nll(inputs: GateInputs, weight: Tensor, bias: Tensor) -> Tensor:
+    log_w = torch.log_softmax(inputs.features @ weight.T + bias, dim=-1)
+    return -torch.logsumexp(inputs.chosen + log_w, dim=-1).sum()
+
+
+def mixture_nll(mixture: Mixture, inputs: GateInputs) -> float:
+    """Summed negative log-likelihood (nats) of the tokens under the mixture's gate."""
     with torch.no_grad():
-        logps, features, _ = mixture.components_forward(ids[None, :-1])
-    targets = ids[1:].view(1, -1, 1, 1).expand(-1, -1, logps.shape[-2], 1)
-    chosen = logps.gather(-1, targets).squeeze(-1)[0].double()  # (T, C)
-    feats = features[0].double()  # (T, F)
+        return float(_nll(inputs, mixture.gate_weight.double(), mixture.gate_bias.double()))
+
+
+def fit_gate(mixture: Mixture, inputs: GateInputs, l2: float = 1e-3, max_iter: int = 100) -> float:
+    """Fit the gate to maximise the likelihood of the tokens; returns their perplexity.
+
+    Weights of the features carry an L2 penalty `l2` (the bias none), so a feature that
+    does not help stays near 0.
+    """
     weight = torch.zeros_like(mixture.gate_weight, dtype=torch.float64, requires_grad=True)
     bias = torch.zeros_like(mixture.gate_bias, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS(
         [weight, bias], max_iter=max_iter, tolerance_grad=1e-7, line_search_fn="strong_wolfe"
     )
-
-    def nll() -> Tensor:
-        log_w = torch.log_softmax(feats @ weight.T + bias, dim=-1)
-        return -torch.logsumexp(chosen + log_w, dim=-1).mean()
+    count = inputs.chosen.shape[0]
 
     def closure() -> Tensor:
         optimizer.zero_grad()
-        loss = nll() + l2 * (weight**2).sum()
+        loss = _nll(inputs, weight, bias) / count + l2 * (weight**2).sum()
         loss.backward()  # type: ignore[no-untyped-call]
         return loss
 
@@ -175,4 +214,4 @@ def fit_gate(mixture: Mixture, ids: Tensor, l2: float = 1e-3, max_iter: int = 10
     with torch.no_grad():
         mixture.gate_weight.copy_(weight)
         mixture.gate_bias.copy_(bias)
-        return float(torch.exp(nll()))
+    return math.exp(mixture_nll(mixture, inputs) / count)

@@ -309,10 +309,15 @@ class NgramLM(LanguageModel):
             rows = np.arange(first_row[n - 1], first_row[n])
             codes = levels[n - 1].contexts  # length n-1
             best = np.zeros(len(codes), dtype=np.int64)  # the empty context: row 0
-            for m in range(1, n - 1):  # shorter lengths first; longer ones found override
-                keys = offsets[m] + codes % V**m
+            todo = np.arange(len(codes))
+            for m in range(n - 2, 0, -1):  # longest first; usually all found at once
+                keys = offsets[m] + codes[todo] % V**m
                 at = np.minimum(np.searchsorted(ctx_keys, keys), len(ctx_keys) - 1)
-                best = np.where(ctx_keys[at] == keys, at, best)
+                found = ctx_keys[at] == keys
+                best[todo[found]] = at[found]
+                todo = todo[~found]
+                if len(todo) == 0:
+                    break
             parent[rows] = best
         t = torch.from_numpy
         self._register("ctx_keys", t(ctx_keys))

@@ -79,10 +79,12 @@ class Score:
         return self.cross_entropy / math.log(2) if self.count else float("nan")
 
 
-def _windows(
+def segments(
     n_targets: int, first: int, segment_len: int, burn_in: int
 ) -> list[tuple[int, int, int]]:
-    """(start, first scored, stop) over target positions; [start, first scored) is warm-up."""
+    """(start, first scored, stop) over target positions; [start, first scored) is warm-up.
+
+    Target j is token j + 1 of the text, predicted from tokens 0..j."""
     if n_targets - first <= segment_len and first <= burn_in:
         return [(0, first, n_targets)]
     return [
@@ -169,7 +171,7 @@ def _score(
     windows = [
         (t, *w)
         for t, (seq, (_, first_scored)) in enumerate(zip(seqs, texts, strict=True))
-        for w in _windows(seq.numel() - 1, first_scored - 1, segment_len, burn_in)
+        for w in segments(seq.numel() - 1, first_scored - 1, segment_len, burn_in)
         if seq.numel() - 1 > first_scored - 1
     ]
     windows.sort(key=lambda w: w[3] - w[1], reverse=True)  # similar widths share a pass

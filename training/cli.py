@@ -1,7 +1,9 @@
-"""Command line: `python -m training lm|sine|kn|list ...` (argparse; every flag has help).
+"""Command line: `python -m training lm|ngram|mixture|kn|sine|list ...` (argparse; every
+flag has help).
 
-The flags of `lm`, `kn` and `sine` come from the config dataclasses (`training.config`,
-`models.forecast.SineConfig`) through `training.flags`: a setting is declared once.
+The flags of `lm`, `ngram`, `mixture`, `kn` and `sine` come from the config dataclasses
+(`training.config`, `training.ngram`, `models.forecast.SineConfig`) through
+`training.flags`: a setting is declared once.
 
 Exit status: 0 done, 1 the run failed (missing corpus, NaN loss, ...; for `list`: a bundle
 is unreadable or DIR is not a directory), 2 bad flags, 130 interrupted (the last completed
@@ -19,15 +21,15 @@ from typing import Any
 
 import torch
 
+from models.arpa import ArpaError
 from models.bundle import BundleError
 from models.corpus import CorpusError
 from models.forecast import SineConfig
-from models.kneser_ney import KneserNey
 from training.config import ConfigError, DataConfig, TrainConfig, build, environment_defaults
-from training.data import load_tokens
 from training.errors import TrainingError
 from training.flags import add_flags, flags_by_setting, given
 from training.loop import train
+from training.ngram import MixtureRun, NgramRun, fit_mixture, held_out_by_order, train_ngram
 from training.presets import PRESETS
 from training.report import format_table, list_bundles
 from training.sine import train_sine
@@ -69,8 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue an interrupted run from its last completed epoch",
     )
 
+    ngram = sub.add_parser(
+        "ngram", help="count an n-gram language model (d2l 8.3) into a bundle, held out as lm"
+    )
+    add_flags(ngram, NgramRun, environment_defaults())
+
+    mixture = sub.add_parser(
+        "mixture",
+        help="interpolate language-model bundles into a mixture bundle, its weights fit on "
+        "their validation split (deterministic: same bundles, same mixture)",
+    )
+    add_flags(mixture, MixtureRun, environment_defaults())
+
     kn = sub.add_parser(
-        "kn", help="held-out perplexity of a Kneser-Ney n-gram baseline on the same split as lm"
+        "kn", help="held-out perplexity of Kneser-Ney n-gram baselines on the same split as lm"
     )
     add_flags(kn, DataConfig, environment_defaults())
     kn.add_argument(
@@ -150,21 +164,6 @@ def _config(parser: argparse.ArgumentParser, cls: type, args: argparse.Namespace
         parser.error(str(exc))
 
 
-def _kneser_ney(data: DataConfig, orders: list[int], modified: bool) -> dict[str, object]:
-    tokens = load_tokens(data)
-    variant = "modified" if modified else "interpolated"
-    vocab_size = len(tokens.tokenizer.vocab)
-    train_ids, val_ids = tokens.train_ids.tolist(), tokens.val_ids.tolist()
-    results = {}
-    for order in orders:
-        model = KneserNey(train_ids, order, vocab_size, modified=modified)
-        results[str(order)] = model.perplexity(val_ids)
-        log.info(
-            "%s Kneser-Ney order %d: held-out perplexity %.4f", variant, order, results[str(order)]
-        )
-    return {"variant": variant, "val_tokens": len(val_ids), "val_ppl_by_order": results}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -180,7 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "kn":
             data: DataConfig = _config(parser, DataConfig, args)
-            summary = _kneser_ney(data, args.order, args.modified)
+            summary = held_out_by_order(data, args.order, "modified-kn" if args.modified else "kn")
+        elif args.command == "ngram":
+            run: NgramRun = _config(parser, NgramRun, args)
+            summary = {"out": str(run.out)} | train_ngram(run)
+        elif args.command == "mixture":
+            mix: MixtureRun = _config(parser, MixtureRun, args)
+            summary = {"out": str(mix.out)} | fit_mixture(mix)
         elif args.command == "lm":
             config: TrainConfig = _config(parser, TrainConfig, args)
             metrics = train(config, resume=args.resume)
@@ -189,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             sine: SineConfig = _config(parser, SineConfig, args)
             metrics = train_sine(sine, args.out)
             summary = {"out": str(args.out)} | {k: v for k, v in metrics.items() if k != "epochs"}
-    except (CorpusError, BundleError, TrainingError, ValueError, OSError) as exc:
+    except (CorpusError, BundleError, TrainingError, ArpaError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -189,7 +189,7 @@ class TrainConfig:
 
     def recorded(self) -> dict[str, Any]:
         """The settings a bundle records: JSON values, nothing machine-specific."""
-        return {k: _json(v) for k, v in self.settings().items() if k not in MACHINE_SETTINGS}
+        return recorded(self)
 
 
 def environment_defaults() -> dict[str, Any]:
@@ -201,6 +201,12 @@ def environment_defaults() -> dict[str, Any]:
         "data_dir": Path(data_dir) if data_dir else None,
         "cache_dir": Path(cache_dir) if cache_dir else Path.home() / ".cache" / "rnnlm",
     }
+
+
+def recorded(config: Any) -> dict[str, Any]:
+    """A config's flat settings as a bundle records them: JSON values, nothing
+    machine-specific."""
+    return {k: _json(v) for k, v in flatten(config).items() if k not in MACHINE_SETTINGS}
 
 
 def _json(value: Any) -> Any:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.bundle import BundleError, load_bundle
+from models.bundle import Bundle, BundleError, load_in_order
 from models.files import is_valid_name
 from models.history import at_best_epoch, epochs_of, held_out_perplexity
 from models.rnn import num_parameters
@@ -28,14 +28,10 @@ class BundleRow:
     error: str | None = None
 
 
-def describe_bundle(path: Path) -> BundleRow:
-    """Load (and so fully validate) a bundle and summarise it; never raises BundleError."""
-    try:
-        bundle = load_bundle(path)
-    except BundleError as exc:
-        return BundleRow(path.name, error=exc.reason)
-    except OSError as exc:  # unreadable files: permissions, I/O errors
-        return BundleRow(path.name, error=f"cannot read: {exc}")
+def describe_bundle(path: Path, bundle: Bundle | BundleError) -> BundleRow:
+    """Summarise a loaded bundle, or say why it could not be loaded."""
+    if isinstance(bundle, BundleError):
+        return BundleRow(path.name, error=bundle.reason)
     metrics = bundle.metrics if isinstance(bundle.metrics, dict) else {}
     at_best = at_best_epoch(metrics)
     return BundleRow(
@@ -51,17 +47,18 @@ def describe_bundle(path: Path) -> BundleRow:
 
 
 def list_bundles(directory: Path) -> list[BundleRow]:
-    """Every bundle-like directory in `directory`, by name; hidden ones (resume state,
-    temporary saves) are skipped, and a name the service would ignore is flagged."""
-    rows = []
-    for path in sorted(p for p in directory.iterdir() if p.is_dir()):
-        if path.name.startswith("."):
-            continue
-        if not is_valid_name(path.name):
-            rows.append(BundleRow(path.name, error="not a valid bundle name; the service skips it"))
-        else:
-            rows.append(describe_bundle(path))
-    return rows
+    """Every bundle-like directory in `directory`, by name (each loaded, so fully
+    validated; mixtures after their components); hidden ones (resume state, temporary
+    saves) are skipped, and a name the service would ignore is flagged."""
+    dirs = sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    rows = {
+        p.name: BundleRow(p.name, error="not a valid bundle name; the service skips it")
+        for p in dirs
+        if not is_valid_name(p.name)
+    }
+    for path, result in load_in_order([p for p in dirs if is_valid_name(p.name)]):
+        rows[path.name] = describe_bundle(path, result)
+    return [rows[p.name] for p in dirs]
 
 
 def _cell(value: object) -> str:

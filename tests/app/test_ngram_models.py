@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from models.bundle import load_bundle, save_bundle
-from models.mixture import Mixture, MixtureConfig, fit_gate
+from models.mixture import Mixture, MixtureConfig, fit_gate, gate_inputs
 from models.ngram_lm import NgramConfig, NgramLM, count_ngrams
 from tests.app.conftest import assert_error, make_settings, wait_ready
 from tests.conftest import TINY_TEXT
@@ -40,7 +40,7 @@ def ngram_dir(checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         V, ("char-gru", "char-kn"), (gru.config_sha256, kn.config_sha256), (0, 4)
     )
     mixture = Mixture(config, [gru.model, kn.model])  # type: ignore[list-item]
-    ppl = fit_gate(mixture, torch.tensor(ids[cut:]))
+    ppl = fit_gate(mixture, gate_inputs(mixture, torch.tensor(ids[cut:])))
     save_bundle(root / "char-mix", mixture, gru.tokenizer, {}, {"val_ppl": ppl})
     config = MixtureConfig(V, ("char-gru", "gone-kn"), (gru.config_sha256, "0" * 64), (0, 4))
     save_bundle(root / "bad-mix", Mixture(config, [gru.model, kn.model]), gru.tokenizer)  # type: ignore[list-item]

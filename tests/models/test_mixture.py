@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models.bundle import Bundle, BundleError, components_of, load_bundle, save_bundle
-from models.mixture import Mixture, MixtureConfig, fit_gate
+from models.mixture import Mixture, MixtureConfig, fit_gate, gate_inputs
 from models.ngram_lm import NgramConfig, NgramLM, count_ngrams
 from models.score import score_ids
 from models.text import Tokenizer, Vocab
@@ -59,11 +59,12 @@ def test_mixture_is_the_weighted_sum_of_probabilities(parts, ids: list[int]) -> 
 def test_fit_is_at_least_as_good_as_either_component(parts, ids: list[int], context: bool) -> None:
     held_out = torch.tensor(ids[800:1400])
     mixture = mixture_of(parts, context)
-    ppl = fit_gate(mixture, held_out)
+    ppl = fit_gate(mixture, gate_inputs(mixture, held_out))
     alone = [score_ids(p, held_out.tolist()).perplexity for p in parts]
     assert ppl <= min(alone) * 1.001
     assert score_ids(mixture, held_out.tolist()).perplexity == pytest.approx(ppl, rel=1e-5)
-    assert fit_gate(mixture_of(parts, context), held_out) == ppl  # deterministic
+    again = mixture_of(parts, context)
+    assert fit_gate(again, gate_inputs(again, held_out)) == ppl  # deterministic
 
 
 def save_components(tmp_path: Path, parts, tokenizer: Tokenizer) -> dict[str, Bundle]:

@@ -100,6 +100,6 @@ def test_module_entry_point_shows_help() -> None:
 def test_kn_command_reports_held_out_perplexity(tiny_corpus: Path, capsys) -> None:
     assert main(["-q", "kn", "--corpus", str(tiny_corpus), "--order", "2", "3"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["variant"] == "interpolated"
+    assert summary["smoothing"] == "kn"
     assert set(summary["val_ppl_by_order"]) == {"2", "3"}
     assert all(1 < p < 30 for p in summary["val_ppl_by_order"].values())
