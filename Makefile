@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export RNNLM_DATA_DIR ?= $(DATA_DIR)
 
-.PHONY: install test test-all lint fmt models serve bench clean docker-check docker-smoke k8s-check
+.PHONY: install test test-all lint fmt models mixture serve bench clean docker-check docker-smoke k8s-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,16 @@ models: install
 		--num-hiddens 512 --optimizer sgd --lr 1 --clip 1 --batch-size 32 --num-steps 35 \
 		--epochs 100 --seed 0 --device cpu
 	$(PY) -m training sine --out checkpoints/sine-mlp --seed 0
+	$(MAKE) mixture
+
+# The default model (README, "Models"): the n-gram component, counted from the training
+# split, and the mixture of MIX_RNNS with it, its weights fit on the validation split
+# (deterministic). With RNNs trained on a GPU (bench/quality_gpu.sh), name them:
+#     make mixture MIX_RNNS="char-lstm-768 char-lstm-768-s1"
+MIX_RNNS ?= char-lstm
+mixture: install
+	$(PY) -m training --threads 1 ngram --out checkpoints/char-kn10 --order 10 --smoothing kn
+	$(PY) -m training --threads 1 mixture --out checkpoints/char-mix --components $(MIX_RNNS) char-kn10
 
 # On-demand benchmarks (docs/benchmarks.md); each prints JSON lines.
 bench: install

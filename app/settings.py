@@ -20,7 +20,8 @@ class Settings(BaseSettings):
     checkpoint_dir: Path = Field(Path("checkpoints"), description="directory of bundles")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
     default_model: str | None = Field(
-        None, description="LM used when a request names none (default: char-lstm, else first)"
+        None,
+        description="LM used when a request names none (default: char-mix, else char-lstm, else first)",
     )
     data_dir: Path | None = Field(None, description="directory holding named corpora")
     cache_dir: Path = Field(Path.home() / ".cache" / "rnnlm", description="corpus downloads")

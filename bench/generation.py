@@ -69,7 +69,7 @@ def run(name: str, model: LanguageModel, tokenizer: Tokenizer, tokens: int) -> d
         book_plain_s = best_of(book)
     return {
         "model": name,
-        "arch": model.config.arch,
+        "arch": getattr(model.config, "arch", type(model).__name__),
         "tokens": tokens,
         "same_text": same,
         "book_chars_per_s": tokens / book_s,

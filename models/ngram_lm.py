@@ -118,11 +118,13 @@ def count_ngrams(
         raise ValueError("need at least one token to count")
     out: list[tuple[Ints, Ints]] = []
     code = np.zeros(len(a), dtype=np.int64)
+    # Counts (and every sum of them) fit int32 below 2**31 tokens: a smaller bundle.
+    count_type = np.int32 if len(a) < 2**31 else np.int64
     for n in range(1, order + 1):
         m = max(0, len(a) - n + 1)
         code = code[:m] * vocab_size + a[n - 1 : n - 1 + m]
         keys, counts = np.unique(code, return_counts=True)
-        out.append((keys.astype(np.int64), counts.astype(np.int64)))
+        out.append((keys.astype(np.int64), counts.astype(count_type)))
     return out
 
 
