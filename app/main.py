@@ -34,6 +34,7 @@ from app.metrics import Metrics
 from app.middleware import BodyLimit, RequestLog
 from app.registry import Registry
 from app.routes import (
+    compare,
     completions,
     corpora,
     forecast,
@@ -170,7 +171,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     # Only a keyed service documents (and asks for) the bearer scheme.
     guard = [Depends(require_api_key)] if settings.api_key is not None else []
-    for module in (models, generate, completions, tokenize, perplexity, ngrams, corpora, forecast):
+    routers = (models, generate, completions, tokenize, perplexity, compare, ngrams, corpora)
+    for module in (*routers, forecast):
         app.include_router(module.router, dependencies=guard)
     # vLLM's tokenizer routes at the root and one model's own base URLs (for lm-eval).
     app.include_router(tokenize.server_router, dependencies=guard)

@@ -6,10 +6,13 @@ No pyplot and no global rcParams, so concurrent requests never share figure stat
 from __future__ import annotations
 
 import io
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
@@ -96,4 +99,30 @@ def forecast_plot(result: ForecastResult, figure: str, fmt: str, width: int, hei
             _draw(fig.add_subplot(2, 2, i + 1), name, result)
     else:
         _draw(fig.add_subplot(), figure, result)
+    return render(fig, fmt, width, height)
+
+
+def surprisal_plot(
+    tokens: Sequence[str],
+    rows: Sequence[tuple[str, Sequence[float | None]]],
+    fmt: str,
+    width: int,
+    height: int,
+) -> bytes:
+    """A strip per model, a cell per token coloured by its surprisal in bits (black where
+    the model gives the token probability 0); the tokens label the cells when they fit."""
+    fig = _figure(width, height)
+    ax = fig.add_subplot()
+    values = np.ma.masked_invalid(
+        np.array([[math.inf if v is None else v for v in r] for _, r in rows], dtype=float)
+    )
+    cmap = colormaps["viridis_r"].with_extremes(bad="black")
+    image = ax.imshow(values, aspect="auto", cmap=cmap, vmin=0, interpolation="nearest")
+    ax.set_yticks(range(len(rows)), [name for name, _ in rows])
+    if len(tokens) <= width // 9:
+        ax.set_xticks(range(len(tokens)), [t.replace(" ", "␣") for t in tokens], fontsize=7)
+    else:
+        ax.set_xlabel("token")
+    ax.set_title("per-token surprisal")
+    fig.colorbar(image, ax=ax, label="bits")
     return render(fig, fmt, width, height)

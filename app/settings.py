@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
     default_model: str | None = Field(
         None,
-        description="LM used when a request names none (default: char-mix, else char-lstm, else first)",
+        description="LM used when a request names none (default: char-mix, else char-lstm)",
     )
     data_dir: Path | None = Field(None, description="directory holding named corpora")
     cache_dir: Path = Field(Path.home() / ".cache" / "rnnlm", description="corpus downloads")

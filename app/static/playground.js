@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const LM_KINDS = ["char-lm", "word-lm"];
+const LM_KINDS = ["char-lm", "word-lm", "byte-lm", "ngram", "mixture"];
 
 function headers(json = true) {
   const h = json ? { "Content-Type": "application/json" } : {};
@@ -68,11 +68,18 @@ async function loadModels() {
   select.replaceChildren();
   try {
     const cards = (await (await api("/v1/models")).json()).data;
+    const boxes = $("cmp-models");
+    boxes.replaceChildren();
     for (const card of cards.filter((c) => LM_KINDS.includes(c.kind))) {
       const ppl = card.val_perplexity ? `, val ppl ${card.val_perplexity.toFixed(2)}` : "";
-      const option = new Option(`${card.id} (${card.architecture}${ppl})`, card.id);
+      const what = card.architecture || (card.order ? `${card.smoothing} ${card.order}-gram` : card.kind);
+      const option = new Option(`${card.id} (${what}${ppl})`, card.id);
       option.selected = card.default;
       select.add(option);
+      const box = document.createElement("label");
+      box.innerHTML = `<input type="checkbox" value="${escape(card.id)}"> ${escape(card.id)}`;
+      box.firstChild.checked = boxes.children.length < 2;
+      boxes.append(box);
     }
     if (!select.options.length) $("models-error").textContent = "no language model is loaded";
   } catch (error) {
@@ -159,8 +166,14 @@ async function score() {
   for (const id of ["ppl-value", "ppl-bits", "ppl-tokens"]) $(id).textContent = "…";
   try {
     const result = await (await api("/v1/perplexity", body)).json();
-    $("ppl-value").textContent = result.perplexity.toFixed(3);
-    $("ppl-bits").textContent = result.bits_per_token.toFixed(3);
+    if (result.infinite) {
+      const zero = result.zero_probability;
+      $("ppl-value").textContent = `infinite: ${JSON.stringify(zero.token)} has probability 0 (${zero.reason})`;
+      $("ppl-bits").textContent = "infinite";
+    } else {
+      $("ppl-value").textContent = result.perplexity.toFixed(3);
+      $("ppl-bits").textContent = result.bits_per_token.toFixed(3);
+    }
     $("ppl-tokens").textContent = `${result.tokens_scored}` +
       (result.unknown_tokens ? ` (${result.unknown_tokens} unknown)` : "");
   } catch (error) {
@@ -201,6 +214,29 @@ async function countNgrams() {
   await showImage("ng-plot", "/v1/ngrams/plot", { ...body, format: "png", width: 560, height: 420 });
 }
 
+// Light (expected) to dark (surprised) over 0-12 bits; black for probability 0.
+function surprisalColour(bits) {
+  if (bits === null) return "background:#000;color:#fff";
+  const t = Math.min(bits / 12, 1);
+  return `background:hsl(${60 - 60 * t},90%,${92 - 52 * t}%)`;
+}
+
+async function compareModels() {
+  const models = [...$("cmp-models").querySelectorAll("input:checked")].map((b) => b.value);
+  const body = { models, text: $("cmp-text").value };
+  const result = await (await api("/v1/compare", body)).json();
+  $("cmp-rows").innerHTML = result.models.map((m) => {
+    const cells = result.tokens.map((t, i) => {
+      const bits = m.surprisal[i];
+      const tip = bits === null ? "probability 0" : `${bits.toFixed(2)} bits`;
+      return `<span style="${surprisalColour(bits)}" title="${tip}">${escape(t)}</span>`;
+    }).join("");
+    const ppl = m.perplexity === null ? "infinite" : m.perplexity.toFixed(3);
+    return `<p class="surprisal"><b>${escape(m.model)}</b> (perplexity ${ppl})<br>${cells}</p>`;
+  }).join("");
+  await showImage("cmp-plot", "/v1/compare/plot", { ...body, format: "png", width: 1000, height: 100 + 60 * models.length });
+}
+
 async function plotForecast() {
   const body = { figure: $("fc-figure").value, k_steps: list("fc-k_steps"), format: "png" };
   for (const f of ["T", "tau", "num_train", "noise", "epochs", "seed"]) body[f] = num(`fc-${f}`);
@@ -213,6 +249,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("stop").addEventListener("click", () => generation && generation.abort());
   bind("generate-form", "gen-error", generate);
   bind("perplexity-form", "ppl-error", score);
+  bind("compare-form", "cmp-error", compareModels);
   bind("ngrams-form", "ng-error", countNgrams);
   bind("forecast-form", "fc-error", plotForecast);
   loadModels();

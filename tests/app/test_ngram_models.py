@@ -175,3 +175,34 @@ def test_arpa_route(client: TestClient, tmp_path: Path) -> None:
     assert_error(client.get("/v1/models/char-mix/arpa"), 409, "model_id", "mixture")
     assert_error(client.get("/v1/models/char-mle/arpa"), 409, "model_id", "probability 0")
     assert_error(client.get("/v1/models/nope/arpa"), 404, "model")
+
+
+def test_compare_lines_up_each_models_surprisal(client: TestClient) -> None:
+    body = {"models": ["char-gru", "char-kn", "char-mle"], "text": "the timf"}
+    r = client.post("/v1/compare", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["tokens"] == list("he timf")
+    rows = {m["model"]: m for m in out["models"]}
+    assert all(len(m["surprisal"]) == 7 for m in rows.values())
+    assert rows["char-mle"]["surprisal"][-1] is None and rows["char-mle"]["perplexity"] is None
+    ppl = client.post("/v1/perplexity", json={"model": "char-kn", "text": "the timf"}).json()
+    bits = rows["char-kn"]["surprisal"]
+    assert 2 ** (sum(bits) / len(bits)) == pytest.approx(ppl["perplexity"], rel=1e-6)
+    plot = client.post("/v1/compare/plot", json={**body, "format": "svg"})
+    assert plot.status_code == 200 and plot.headers["content-type"] == "image/svg+xml"
+    png = client.post("/v1/compare/plot", json=body)
+    assert png.content[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("models", "status", "param", "words"),
+    [
+        (["char-kn"], 422, "models", ["at least 2"]),
+        (["char-kn", "char-kn"], 422, "models", ["distinct"]),
+        (["char-kn", "nope"], 404, "model", ["nope"]),
+    ],
+)
+def test_compare_bad_models(client: TestClient, models, status: int, param: str, words) -> None:
+    r = client.post("/v1/compare", json={"models": models, "text": "the time"})
+    assert_error(r, status, param, *words)
