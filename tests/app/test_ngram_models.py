@@ -98,8 +98,8 @@ def test_mle_probability_zero_is_reported_plainly(client: TestClient) -> None:
     assert out["perplexity"] is None and out["cross_entropy"] is None and out["infinite"] is True
     zero = out["zero_probability"]
     assert zero["token"] == "f" and "never follows 'im'" in zero["reason"]
-    assert "mle" in zero["reason"] and zero["position"] == len("he time traveller timf") - 1
-    assert out["tokens"][zero["position"]]["logprob"] is None
+    assert "mle" in zero["reason"] and zero["position"] == len("the time traveller tim")
+    assert out["tokens"][zero["position"] - 1]["logprob"] is None  # the first is not scored
     fine = client.post("/v1/perplexity", json={"model": "char-mle", "text": "the time"}).json()
     assert fine["infinite"] is False and fine["perplexity"] >= 1
 
