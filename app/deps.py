@@ -146,7 +146,9 @@ def language_model_of(body_type: type[NamesAModel]) -> Callable[..., Awaitable[S
     return dependency
 
 
-ModelId = Annotated[str, Path(pattern=MODEL_NAME, description="the model this URL serves")]
+ModelId = Annotated[
+    str, Path(pattern=MODEL_NAME, description="the model this URL serves", examples=["char-lstm"])
+]
 
 
 @cache

@@ -119,7 +119,12 @@ def detokenize_tokens(lm: ServedModel, body: ServerDetokenizeRequest) -> ServerD
 
 
 ModelQuery = Annotated[
-    str | None, Query(pattern=MODEL_NAME, description="bundle name; default: the default LM")
+    str | None,
+    Query(
+        pattern=MODEL_NAME,
+        description="bundle name; default: the default LM",
+        examples=["char-lstm"],
+    ),
 ]
 DefaultTokenize = Annotated[ServedModel, Depends(language_model_of(ServerTokenizeRequest))]
 DefaultDetokenize = Annotated[ServedModel, Depends(language_model_of(ServerDetokenizeRequest))]
