@@ -42,12 +42,9 @@ class Prompt:
     """One prompt as the model reads it."""
 
     ids: list[int]
-    pieces: list[str]  # each token's text; joined, the echoed prompt
+    text: str  # what echo shows: the cleaned text, or the ids' text
+    pieces: list[str]  # each token's text (for logprobs' tokens and text_offset)
     cleanup: PromptCleanup | None = None  # set when cleanup changed a text prompt
-
-    @property
-    def text(self) -> str:
-        return "".join(self.pieces)
 
 
 def _first_difference(a: str, b: str) -> int:
@@ -74,7 +71,8 @@ def read_prompts(name: str, tokenizer: Tokenizer, body: CompletionRequest) -> li
                     param="prompt",
                     code="id_out_of_range",
                 )
-            prompts.append(Prompt(item, tokenizer.id_pieces(item)))
+            pieces = tokenizer.id_pieces(item)
+            prompts.append(Prompt(item, "".join(pieces), pieces))
             continue
         encoded = tokenizer.encode(item)
         if not encoded.ids:
@@ -94,7 +92,8 @@ def read_prompts(name: str, tokenizer: Tokenizer, body: CompletionRequest) -> li
                     code="cleanup_changes_prompt",
                 )
             cleanup = PromptCleanup(index=p, cleaned=encoded.cleaned, first_change=where)
-        prompts.append(Prompt(encoded.ids, tokenizer.pieces(encoded.cleaned), cleanup))
+        pieces = tokenizer.pieces(encoded.cleaned)
+        prompts.append(Prompt(encoded.ids, encoded.cleaned, pieces, cleanup))
     try:
         check_prompt_sizes([len(p.ids) for p in prompts], "tokens")
     except ValueError as exc:
