@@ -5,6 +5,10 @@ are unrelated and the hidden state is reset for each. Sequential partitioning ke
 of minibatch i+1 directly after row b of minibatch i, so the state can be carried over
 (detached). Both start at a random offset each epoch, drawn as the book draws it: in
 [0, num_steps - 1] for random sampling, in [0, num_steps] for sequential partitioning.
+
+Under data parallelism every rank draws the same global minibatches (same generator) and
+takes its own `rows` of each, so together the ranks train on exactly the minibatches of a
+one-process run.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 from torch import Tensor
 
 Sampling = Literal["random", "sequential"]
+ALL_ROWS = slice(None)
 T = TypeVar("T")
 
 
@@ -28,26 +33,36 @@ def split_tokens(tokens: Sequence[T], val_frac: float) -> tuple[Sequence[T], Seq
 
 
 def random_batches(
-    corpus: Tensor, batch_size: int, num_steps: int, generator: torch.Generator
+    corpus: Tensor,
+    batch_size: int,
+    num_steps: int,
+    generator: torch.Generator,
+    rows: slice = ALL_ROWS,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Shuffled, non-overlapping subsequences: yields X, Y of shape (batch_size, num_steps)."""
+    """Shuffled, non-overlapping subsequences: yields X, Y of shape (batch_size, num_steps),
+    or only the given `rows` of each (a data-parallel rank's share; only they are read)."""
     offset = int(torch.randint(num_steps, (1,), generator=generator))
     num_subseqs = (len(corpus) - offset - 1) // num_steps
     starts = offset + num_steps * torch.randperm(num_subseqs, generator=generator)
     steps = torch.arange(num_steps)
     for i in range(0, num_subseqs - batch_size + 1, batch_size):
-        index = starts[i : i + batch_size, None] + steps  # (B, T)
+        index = starts[i : i + batch_size][rows, None] + steps  # (B, T)
         yield corpus[index], corpus[index + 1]
 
 
 def sequential_batches(
-    corpus: Tensor, batch_size: int, num_steps: int, generator: torch.Generator
+    corpus: Tensor,
+    batch_size: int,
+    num_steps: int,
+    generator: torch.Generator,
+    rows: slice = ALL_ROWS,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Row b of each minibatch continues row b of the previous one: X, Y (batch_size, num_steps)."""
+    """Row b of each minibatch continues row b of the previous one: X, Y (batch_size,
+    num_steps), or only the given `rows` of each."""
     offset = int(torch.randint(num_steps + 1, (1,), generator=generator))
     num_tokens = (len(corpus) - offset - 1) // batch_size * batch_size
-    Xs = corpus[offset : offset + num_tokens].view(batch_size, -1)  # (B, N/B)
-    Ys = corpus[offset + 1 : offset + 1 + num_tokens].view(batch_size, -1)
+    Xs = corpus[offset : offset + num_tokens].view(batch_size, -1)[rows]  # (B, N/B)
+    Ys = corpus[offset + 1 : offset + 1 + num_tokens].view(batch_size, -1)[rows]
     for i in range(0, Xs.shape[1] - num_steps + 1, num_steps):
         yield Xs[:, i : i + num_steps], Ys[:, i : i + num_steps]
 

@@ -8,6 +8,11 @@ The flags of `lm`, `ngram`, `mixture`, `kn` and `sine` come from the config data
 Exit status: 0 done, 1 the run failed (missing corpus, NaN loss, ...; for `list`: a bundle
 is unreadable or DIR is not a directory), 2 bad flags, 130 interrupted (the last completed
 epoch can be resumed with --resume).
+
+`torchrun --nproc-per-node G [--nnodes N ...] -m training lm ...` runs the same command
+data-parallel over G x N processes (`training.distributed`): `--batch-size` is then the
+global minibatch, split evenly among the ranks; rank 0 logs, prints and writes the bundle;
+a rank that fails prints its message with its rank, and torchrun stops the others.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from models.arpa import ArpaError
 from models.bundle import BundleError
 from models.corpus import CorpusError
 from models.forecast import SineConfig
+from training import distributed
 from training.config import ConfigError, DataConfig, TrainConfig, build, environment_defaults
 from training.errors import TrainingError
 from training.flags import add_flags, flags_by_setting, given
@@ -169,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "list":
         return _list(args.dir)
+    ranks = distributed.from_environment()  # a torchrun job's rank, else a plain run
     logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
+        level=logging.WARNING if args.quiet or not ranks.is_main else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
@@ -195,10 +202,19 @@ def main(argv: list[str] | None = None) -> int:
             metrics = train_sine(sine, args.out)
             summary = {"out": str(args.out)} | {k: v for k, v in metrics.items() if k != "epochs"}
     except (CorpusError, BundleError, TrainingError, ArpaError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {f'{ranks}: ' if ranks.distributed else ''}{exc}", file=sys.stderr)
+        distributed.record_failure(exc)
+        return 1
+    except RuntimeError as exc:
+        if not ranks.distributed:
+            raise
+        # Most often a collective that broke because another rank failed first (torchrun
+        # names that rank as the root cause); one line, not a second traceback.
+        print(f"error: {ranks}: stopped: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: run the same command with --resume to continue", file=sys.stderr)
         return 130
-    print(json.dumps(summary, indent=2))
+    if ranks.is_main:
+        print(json.dumps(summary, indent=2))
     return 0

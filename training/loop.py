@@ -8,11 +8,16 @@ resume state with the last completed epoch). `train` strings them together and e
 train and held-out perplexity (the shared `models.score` definition) and tokens/s.
 Every random draw of epoch e is seeded from (seed, e), so resuming gives the very same
 result as an uninterrupted run.
+
+Started by torchrun, the same loop runs data-parallel (`training.distributed`): each rank
+trains on its rows of every global minibatch, scores its share of the validation split,
+and rank 0 alone writes the bundle and the resume state.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -31,11 +36,13 @@ from models.files import NAME_PATTERN, is_valid_name
 from models.generate import SamplingParams, generate
 from models.history import best_epoch, lm_metrics
 from models.rnn import LanguageModel, build_model, num_parameters
-from models.score import score_ids, token_nll
+from models.score import Score, token_nll
 from models.text import Tokenizer
-from training.batches import BATCHERS, min_tokens, num_batches
+from training import distributed
+from training.batches import ALL_ROWS, BATCHERS, min_tokens, num_batches
 from training.config import OptimConfig, TrainConfig
 from training.data import load_tokens
+from training.distributed import Ranks
 from training.errors import TrainingError
 from training.resume import load_resume, save_resume
 
@@ -84,24 +91,30 @@ class EpochStats:
 
 
 def train_epoch(
-    model: LanguageModel,
+    model: nn.Module,
     optimizer: torch.optim.Optimizer,
     train_ids: Tensor,
     optim: OptimConfig,
     epoch: int,
     device: torch.device,
+    ranks: Ranks = Ranks(),
 ) -> EpochStats:
-    """One pass over the training split.
+    """One pass over the training split (this rank's rows of it; `model` is then the
+    data-parallel wrapper, which averages the gradients over the ranks).
 
     The running loss and the gradient-norm figures stay on the device: the host reads them
     once at the end (and, on a terminal, for the progress bar at most twice a second).
     """
     generator = torch.Generator().manual_seed(optim.seed * 100_003 + epoch)
-    torch.manual_seed(optim.seed * 100_003 + epoch)  # dropout masks
+    # Dropout masks: each rank its own stream (a plain run's seed is unchanged).
+    torch.manual_seed((optim.seed * 100_003 + epoch) * ranks.world_size + ranks.rank)
     for group in optimizer.param_groups:
         group["lr"] = lr_at(optim, epoch)
     model.train()
-    batches = BATCHERS[optim.sampling](train_ids, optim.batch_size, optim.num_steps, generator)
+    rows = ranks.rows(optim.batch_size) if ranks.distributed else ALL_ROWS
+    batches = BATCHERS[optim.sampling](
+        train_ids, optim.batch_size, optim.num_steps, generator, rows
+    )
     total = num_batches(len(train_ids), optim.batch_size, optim.num_steps)
     bar = tqdm(
         total=total * optim.batch_size * optim.num_steps,
@@ -109,7 +122,7 @@ def train_epoch(
         unit="tok",
         unit_scale=True,
         leave=False,
-        disable=None,  # a bar on a terminal, nothing in a log file
+        disable=None if ranks.is_main else True,  # a bar on a terminal, not in a log file
     )
     loss_sum = torch.zeros((), device=device)
     norm_sum = torch.zeros((), device=device)
@@ -134,7 +147,7 @@ def train_epoch(
         clipped += norm > optim.clip
         tokens += Y.numel()
         steps += 1
-        bar.update(Y.numel())
+        bar.update(Y.numel() * ranks.world_size)
         if not bar.disable and time.perf_counter() - shown >= 0.5:
             shown = time.perf_counter()
             bar.set_postfix(ppl=f"{math.exp(float(loss_sum) / tokens):.3f}", refresh=False)
@@ -203,12 +216,22 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
     the gradient norm before clipping (mean and max over the steps) and the share of steps
     clipping was active; after the run, `samples`: the greedy continuations of the book's
     prompts by the bundle's weights.
+
+    Under torchrun every rank calls this with the same config; they train one model
+    together (`training.distributed`) and all return the same metrics.
     """
     if not is_valid_name(config.out.name):
         raise TrainingError(f"output name {config.out.name!r} must match {NAME_PATTERN.pattern}")
     if config.out.exists() and not config.out.is_dir():
         raise TrainingError(f"output path {config.out} exists and is not a directory")
-    device = resolve_device(config.device)
+    ranks = distributed.from_environment()
+    if ranks.distributed:
+        ranks.rows(config.optim.batch_size)  # the global minibatch must split evenly
+    with distributed.joined(ranks, resolve_device(config.device)) as device:
+        return _train(config, resume, ranks, device)
+
+
+def _train(config: TrainConfig, resume: bool, ranks: Ranks, device: torch.device) -> dict[str, Any]:
     data = load_tokens(config.data)
     optim = config.optim
     need = min_tokens(optim.batch_size, optim.num_steps)
@@ -221,25 +244,32 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
     model = build_model(config.model.lm_config(len(data.tokenizer.vocab))).to(device)
     best_model = copy.deepcopy(model)
     optimizer = make_optimizer(optim, model)
-    history = load_resume(config, model, best_model, optimizer) if resume else []
+    history = _resume(config, model, best_model, optimizer, ranks) if resume else []
+    net = distributed.wrap(model, ranks, device)
     info = config.recorded() | {
         "corpus_sha1": data.corpus_sha1,
         "train_tokens": len(data.train_ids),
         "val_tokens": len(data.val_ids),
         "parameters": num_parameters(model),
     }
+    if ranks.distributed:
+        info["data_parallel_ranks"] = ranks.world_size
     train_ids, val_ids = data.train_ids.to(device), data.val_ids.to(device)
     for epoch in range(len(history) + 1, optim.epochs + 1):
         if optim.patience and history and epoch - 1 - best_epoch(history) >= optim.patience:
             log.info("early stop: no better validation perplexity in %d epochs", optim.patience)
             break
-        stats = train_epoch(model, optimizer, train_ids, optim, epoch, device)
+        stats = _pooled(train_epoch(net, optimizer, train_ids, optim, epoch, device, ranks), ranks)
         if not math.isfinite(stats.loss):
             raise TrainingError(
                 f"epoch {epoch}: training loss is {stats.loss}; stopped. {config.out} keeps the "
                 "last good weights (try a lower lr or clip)"
             )
-        val_ppl = score_ids(model, val_ids).perplexity if len(val_ids) > 1 else None
+        val_ppl = (
+            Score(*distributed.score_shared(model, val_ids, ranks)).perplexity
+            if len(val_ids) > 1
+            else None
+        )
         record = {
             "epoch": epoch,
             "train_ppl": math.exp(stats.loss),
@@ -270,11 +300,57 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
                 log.info("epoch %d sample: %s", epoch, text)
         if best_epoch(history) == epoch:
             best_model.load_state_dict(model.state_dict())
-        save_epoch(config, model, best_model, optimizer, data.tokenizer, info, history)
+        if ranks.is_main:
+            save_epoch(config, model, best_model, optimizer, data.tokenizer, info, history)
     if not history:
         raise TrainingError("no epoch was trained (epochs must be >= 1)")
     final = samples(best_model, data.tokenizer)
     for text in final.values():
         log.info("sample (the bundle's weights): %s", text)
-    save_epoch(config, model, best_model, optimizer, data.tokenizer, info, history, samples=final)
+    if ranks.is_main:
+        save_epoch(
+            config, model, best_model, optimizer, data.tokenizer, info, history, samples=final
+        )
     return lm_metrics(history, samples=final)
+
+
+def _pooled(stats: EpochStats, ranks: Ranks) -> EpochStats:
+    """One rank's epoch -> the whole job's: the token-weighted mean loss and the tokens of
+    all ranks. The gradient-norm figures are the job's already: every rank clips the same
+    averaged gradients."""
+    if not ranks.distributed:
+        return stats
+    nll, tokens = distributed.all_sum([stats.loss * stats.tokens, float(stats.tokens)], ranks)
+    return dataclasses.replace(stats, loss=nll / tokens, tokens=round(tokens))
+
+
+def _resume(
+    config: TrainConfig,
+    model: nn.Module,
+    best_model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ranks: Ranks,
+) -> list[dict[str, Any]]:
+    """The resume state, read by rank 0 and handed to the others (whose machines need not
+    see `config.out`). It holds no trace of the rank count, so a run may resume on more or
+    fewer ranks than it started with, or on none."""
+    if not ranks.distributed:
+        return load_resume(config, model, best_model, optimizer)
+    state: Any = None
+    if ranks.is_main:
+        try:
+            history = load_resume(config, model, best_model, optimizer)
+            state = distributed.on_cpu(
+                (history, model.state_dict(), best_model.state_dict(), optimizer.state_dict())
+            )
+        except TrainingError as exc:
+            state = str(exc)  # every rank fails with rank 0's reason
+    state = distributed.share_object(state, ranks)
+    if isinstance(state, str):
+        raise TrainingError(state)
+    history, weights, best_weights, optimizer_state = state
+    if not ranks.is_main:
+        model.load_state_dict(weights)
+        best_model.load_state_dict(best_weights)
+        optimizer.load_state_dict(optimizer_state)
+    return list(history)
