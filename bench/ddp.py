@@ -12,6 +12,7 @@ processes share the machine's cores (one process gets all of them, each rank its
 on CUDA each rank takes its own GPU, or with more ranks than GPUs they share (gloo).
 
     python -m bench.ddp [--device cpu|cuda] [--nproc 2] [--model gru|lstm] [--epochs 3]
+                        [--max-tokens N]
 """
 
 from __future__ import annotations
@@ -48,9 +49,13 @@ def run(name: str, out: Path, args: argparse.Namespace, ranks: int, batch: int) 
     command += ["--device", args.device, "--seed", "0"]
     command += ["--epochs", str(args.epochs), "--batch-size", str(batch), "--no-download"]
     command += ["--data-dir", str(DATA_DIR), *MODELS[args.model].split()]
+    if args.max_tokens:
+        command += ["--max-tokens", str(args.max_tokens)]
     started = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - started
+    if done.returncode:
+        raise SystemExit(f"{name} failed ({' '.join(command)}):\n{done.stderr[-4000:]}")
     epochs = json.loads((out / name / "metrics.json").read_text())["epochs"]
     return {
         "run": name,
@@ -77,6 +82,7 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(MODELS), default="gru")
     parser.add_argument("--batch-size", type=int, default=32, help="B")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=0, help="train on the first N only")
     parser.add_argument(
         "--threads", type=int, default=os.cpu_count() or 1, help="CPU threads in all"
     )
