@@ -21,7 +21,6 @@ from itertools import accumulate
 
 from app import sse
 from app.errors import APIError, InvalidInput
-from app.scheduler import Delta
 from app.schemas import Usage
 from app.schemas.completions import (
     CompletionChoice,
@@ -32,7 +31,7 @@ from app.schemas.completions import (
     check_prompt_sizes,
 )
 from app.streams import Completion
-from models.generate import FinishReason, TokenLogprob
+from models.generate import Delta, FinishReason, TokenLogprob
 from models.score import Score
 from models.text import Tokenizer
 
@@ -187,8 +186,11 @@ class CompletionFormat:
             prompt_cleanup=self.prompt_cleanup if first else None,
         )
 
-    def response(self, completions: Sequence[Sequence[Completion]]) -> CompletionResponse:
-        """The whole answer: completions[p][i] is choice i of prompt p."""
+    def response(
+        self, completions: Sequence[Sequence[Completion]], generated: int | None = None
+    ) -> CompletionResponse:
+        """The whole answer: completions[p][i] is choice i of prompt p; `generated`, the
+        tokens decoded in all (more than the choices hold when best_of ranked some out)."""
         choices = []
         for p, per_prompt in enumerate(completions):
             head, head_logprobs = self._head(p)
@@ -206,7 +208,9 @@ class CompletionFormat:
                         finish_reason=c.finish_reason or "length",
                     )
                 )
-        return self._response(choices, self._usage(sum(c.tokens for cs in completions for c in cs)))
+        if generated is None:
+            generated = sum(c.tokens for cs in completions for c in cs)
+        return self._response(choices, self._usage(generated))
 
     def _chunk(
         self,

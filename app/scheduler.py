@@ -11,7 +11,8 @@ maps `QueueFull` to a 503.
 
 Where to extend it:
 - how a row picks its next token: `SamplingParams` and `DecodeBatch` (models/generate.py),
-  vectorised over the batch; the engine passes each row's params through untouched;
+  vectorised over the batch; the engine passes each row's params through untouched, and
+  the `Decoder` there turns steps into each sequence's deltas (beam search included);
 - how a row's tokens become text: the per-row detokenizer its `StopTracker` holds
   (`Tokenizer.detokenizer`: a byte model's rows never emit half a UTF-8 character).
 """
@@ -27,15 +28,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import torch
-
-from models.generate import (
-    DecodeBatch,
-    FinishReason,
-    SamplingParams,
-    StopTracker,
-    TokenLogprob,
-)
+from models.generate import Decoder, Delta, Join, SamplingParams, rows_needed
 from models.rnn import LanguageModel
 from models.text import Tokenizer
 
@@ -50,21 +43,6 @@ class QueueFull(Exception):
         self.model, self.active, self.waiting = model, active, waiting
 
 
-@dataclass
-class Delta:
-    """New text for one sequence of a request; `finish_reason` set on its last delta.
-
-    `logprobs` holds the step's token when its params asked for them. It may come with
-    empty text: text that could still turn into a stop string is held back, its tokens not.
-    """
-
-    index: int
-    text: str
-    tokens: int
-    finish_reason: FinishReason | None = None
-    logprobs: list[TokenLogprob] = field(default_factory=list)
-
-
 @dataclass(eq=False)  # identity semantics: requests key the per-step output
 class Request:
     """One submitted prefix and its sequences, one per `params` entry.
@@ -72,7 +50,8 @@ class Request:
     A streamed request hears every step's deltas; any other hears once per sequence, when
     it finishes, with the whole text: a waiting client costs no work per token. A sequence
     asked for no tokens (`max_new_tokens == 0`) is answered at submit and never decoded;
-    `live` lists the others.
+    `live` lists the others. `rows`: the batch rows its sequences take (a beam search
+    takes num_beams whatever its n).
     """
 
     prefix_ids: list[int]
@@ -85,18 +64,11 @@ class Request:
 
     def __post_init__(self) -> None:
         self.live = [i for i, p in enumerate(self.params) if p.max_new_tokens > 0]
+        self.rows = rows_needed(self.params)
 
     def cancel(self) -> None:
         """Stop decoding at the next step (client gone, timeout)."""
         self.cancelled = True
-
-
-@dataclass
-class _Row:
-    request: Request
-    index: int
-    tracker: StopTracker
-    logprobs: list[TokenLogprob] = field(default_factory=list)  # kept for a plain request
 
 
 class Scheduler:
@@ -121,8 +93,7 @@ class Scheduler:
         self.tokenizer = tokenizer
         self.max_batch, self.max_queue = max_batch, max_queue
         self.on_first_token = on_first_token
-        self.batch = DecodeBatch(model, tokenizer.banned_ids)
-        self.rows: list[_Row] = []
+        self.decoder: Decoder[Request] = Decoder(model, tokenizer.detokenizer, tokenizer.banned_ids)
         self.waiting: deque[Request] = deque()
         self.waiting_rows = 0
         self._wake = asyncio.Event()
@@ -134,7 +105,7 @@ class Scheduler:
 
     @property
     def active(self) -> int:
-        return len(self.rows)
+        return len(self.decoder)
 
     @property
     def queued(self) -> int:
@@ -148,8 +119,8 @@ class Scheduler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for row in self.rows:
-            row.request.cancel()
+        for request, _ in self.decoder.sequences():
+            request.cancel()
         if self._owns_executor:
             self._executor.shutdown(wait=True)
 
@@ -158,16 +129,16 @@ class Scheduler:
     ) -> Request:
         """Queue a request of len(params) sequences sharing one prefix; QueueFull if full."""
         request = Request(list(prefix_ids), list(params), stream)
-        room = self.max_queue + max(0, self.max_batch - len(self.rows))
-        if self.waiting_rows + len(request.live) > room:
-            raise QueueFull(self.name, len(self.rows), self.waiting_rows)
+        room = self.max_queue + max(0, self.max_batch - self.active)
+        if self.waiting_rows + request.rows > room:
+            raise QueueFull(self.name, self.active, self.waiting_rows)
         live = set(request.live)
         for i in range(len(params)):
             if i not in live:
                 request.queue.put_nowait([Delta(i, "", 0, "length")])
         if live:
             self.waiting.append(request)
-            self.waiting_rows += len(live)
+            self.waiting_rows += request.rows
             self._wake.set()
         return request
 
@@ -188,7 +159,7 @@ class Scheduler:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self.rows and not self.waiting:
+            if not self.decoder and not self.waiting:
                 self._wake.clear()
                 await self._wake.wait()
             admitted = self._admit()
@@ -196,10 +167,9 @@ class Scheduler:
                 out = await loop.run_in_executor(self._executor, self._step, admitted)
             except Exception:  # a failed step must not kill the scheduler for good
                 log.exception("decoding step failed on %s; dropping its sequences", self.name)
-                for row in self.rows:
-                    row.request.queue.put_nowait([Delta(row.index, "", 0, "error")])
-                self.rows = []
-                self.batch.keep(torch.empty(0, dtype=torch.long, device=self.batch.device))
+                for request, index in self.decoder.sequences():
+                    request.queue.put_nowait([Delta(index, "", 0, "error")])
+                self.decoder.clear()
                 continue
             for request, deltas in out.items():
                 request.queue.put_nowait(deltas)
@@ -210,67 +180,38 @@ class Scheduler:
 
     def _admit(self) -> list[Request]:
         admitted = []
-        room = self.max_batch - len(self.rows)
+        room = self.max_batch - self.active
         while self.waiting and room > 0:
             request = self.waiting[0]
-            if len(request.live) > room and self.rows:
+            if request.rows > room and self.decoder:
                 break  # wait for room rather than split a request across steps
             self.waiting.popleft()
-            self.waiting_rows -= len(request.live)
+            self.waiting_rows -= request.rows
             if request.cancelled:
                 continue
             request.started = time.perf_counter()
             admitted.append(request)
-            room -= len(request.live)
+            room -= request.rows
         return admitted
 
-    def _join(self, admitted: list[Request]) -> None:
-        """Encode the admitted prefixes and give each live sequence its row."""
-        for request in admitted:
-            for i in request.live:
-                p = request.params[i]
-                tracker = StopTracker(p.stop, p.max_new_tokens, self.tokenizer.detokenizer())
-                self.rows.append(_Row(request, i, tracker))
-        self.batch.add_all(
-            [r.prefix_ids for r in admitted],
-            [[r.params[i] for i in r.live] for r in admitted],
-        )
-
     def _step(self, admitted: list[Request]) -> dict[Request, list[Delta]]:
-        """One decoding step (decode thread): join, sample, emit, drop finished, advance."""
+        """One decoding step (decode thread): join, sample, emit, drop finished, advance.
+
+        Sequences asked for no tokens were answered at submit: the decoder's own answer
+        for them is dropped here.
+        """
         if admitted:
-            self._join(admitted)
-        if not self.rows:
+            self.decoder.add_all([Join(r, r.prefix_ids, r.params, r.stream) for r in admitted])
+        if not self.decoder:
             return {}
-        step = self.batch.sample()
-        tokens = step.tokens
+        rows = len(self.decoder)
         out: dict[Request, list[Delta]] = {}
-        keep = []
-        for r, (row, token) in enumerate(zip(self.rows, tokens.tolist(), strict=True)):
-            request, tracker = row.request, row.tracker
-            if request.cancelled:
-                continue
-            text = tracker.push(token)
-            finish = tracker.finish_reason
-            logprobs = [step.logprobs[r]] if r in step.logprobs else []
-            if request.stream:
-                if text or finish or logprobs:
-                    delta = Delta(row.index, text, tracker.tokens, finish, logprobs)
-                    out.setdefault(request, []).append(delta)
-            else:
-                row.logprobs += logprobs
-                if finish is not None:
-                    delta = Delta(row.index, tracker.text, tracker.tokens, finish, row.logprobs)
-                    out.setdefault(request, []).append(delta)
-            if finish is None:
-                keep.append(r)
+        for request, delta in self.decoder.step(cancelled=_cancelled):
+            out.setdefault(request, []).append(delta)
         self.steps += 1
-        self.tokens_generated += len(self.rows)
-        if len(keep) < len(self.rows):
-            index = torch.tensor(keep, dtype=torch.long, device=self.batch.device)
-            self.batch.keep(index)
-            tokens = tokens.index_select(0, index)
-            self.rows = [self.rows[r] for r in keep]
-        if self.rows:
-            self.batch.feed(tokens)
+        self.tokens_generated += rows
         return out
+
+
+def _cancelled(request: Request) -> bool:
+    return request.cancelled

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from app.errors import Timeout
-from app.scheduler import Delta, Request
-from models.generate import FinishReason, TokenLogprob
+from app.scheduler import Request
+from models.generate import Delta, FinishReason, TokenLogprob
 
 
 async def deltas(request: Request, timeout: float) -> AsyncIterator[list[Delta]]:
@@ -81,12 +81,15 @@ class Completion:
     tokens: int = 0
     finish_reason: FinishReason | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    logprob: float | None = None  # the total, when the decoder reports one (models.generate)
 
     def add(self, delta: Delta) -> None:
         self.text += delta.text
         self.tokens = max(self.tokens, delta.tokens)
         self.finish_reason = delta.finish_reason or self.finish_reason
         self.logprobs += delta.logprobs
+        if delta.logprob is not None:
+            self.logprob = delta.logprob
 
 
 async def collect(requests: Sequence[Request], timeout: float) -> list[list[Completion]]:

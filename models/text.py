@@ -333,6 +333,7 @@ class Detokenizer(Protocol):
 
     The pieces `push` returns, then `flush`, join to exactly the decoded text; at the byte
     level a piece never ends inside a UTF-8 character (bytes wait for the rest of it).
+    `copy.copy` of one is an independent detokenizer in the same place (beam search).
     """
 
     def push(self, idx: int) -> str: ...
@@ -361,6 +362,13 @@ class _ByteDetokenizer:
 
     def push(self, idx: int) -> str:
         return self._decoder.decode(bytes((idx,)))
+
+    def __copy__(self) -> _ByteDetokenizer:
+        """An independent decoder holding the same pending bytes (beam search extends a
+        row several ways)."""
+        other = _ByteDetokenizer()
+        other._decoder.setstate(self._decoder.getstate())
+        return other
 
     def flush(self) -> str:
         return self._decoder.decode(b"", final=True)

@@ -11,6 +11,7 @@ tokenize with `/models/{id}/tokenize`, the model's own tokenizer (app/routes/tok
 
 from __future__ import annotations
 
+import math
 import secrets
 from typing import Annotated
 
@@ -20,7 +21,7 @@ from app import sse, streams
 from app.completions import CompletionFormat, read_prompts
 from app.deps import ServedModel, ServicesDep, language_model_at, language_model_of
 from app.schemas.completions import CompletionRequest, CompletionResponse
-from app.schemas.generate import MAX_SEED
+from app.schemas.sampling import MAX_SEED
 
 router = APIRouter(prefix="/v1/completions", tags=["openai"])
 scoped_router = APIRouter(tags=["openai"])
@@ -39,11 +40,12 @@ async def create_completion(
     book's: non-letters to spaces, lower case) and the echoed text is the normalized
     prompt, as the model read it; `prompt_cleanup` lists the texts the rule changed, and
     `strict_cleanup` refuses them instead. Token ids are read as they are, the same as the
-    text they stand for. Each prompt is its own request
-    to the model's scheduler; choice `p * n + i` is choice i of prompt p. Log-probabilities
-    are the model's own (before temperature and top_p). With `stream`, `text_completion`
-    chunks arrive as tokens do, then `data: [DONE]`. Unsupported OpenAI fields are accepted
-    only at their neutral values (see the schema).
+    text they stand for. Each prompt is its own request to the model's scheduler; choice
+    `p * n + i` is choice i of prompt p. With `best_of`, best_of completions per prompt are
+    sampled (seeds seed to seed + best_of - 1) and the n with the highest total
+    log-probability come back, best first. Log-probabilities are the model's own (before
+    every control). With `stream`, `text_completion` chunks arrive as tokens do, then
+    `data: [DONE]`.
     """
     prompts = read_prompts(lm.name, lm.tokenizer, body)
     scores = None
@@ -53,14 +55,31 @@ async def create_completion(
             for e in prompts
         ]
     seed = body.seed if body.seed is not None else secrets.randbelow(MAX_SEED)
-    params = body.to_params(seed, lm.stop_strings(body.stop_list(), apply_rule=True))
+    stop = lm.stop_strings(body.stop_list(), apply_rule=True)
+    params = body.to_params(seed, lm.tokenizer, stop)
     requests = lm.scheduler.submit_all([e.ids for e in prompts], params, stream=body.stream)
     out = CompletionFormat(lm.name, lm.tokenizer, body, prompts, scores)
     timeout = services.settings.request_timeout_s
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
         return sse.response(out.chunks(streams.merged(requests, timeout), usage))
-    return out.response(await streams.collect(requests, timeout))
+    completions = await streams.collect(requests, timeout)
+    generated = sum(c.tokens for cs in completions for c in cs)  # best_of's candidates too
+    if body.candidates > body.n:
+        completions = [best(candidates, body.n) for candidates in completions]
+    return out.response(completions, generated)
+
+
+def best(candidates: list[streams.Completion], n: int) -> list[streams.Completion]:
+    """The n completions of highest total log-probability (OpenAI's best_of), best first;
+    equal totals keep their sampling order."""
+
+    def total(i: int) -> float:
+        logprob = candidates[i].logprob
+        return -math.inf if logprob is None else logprob
+
+    ranked = sorted(range(len(candidates)), key=lambda i: (-total(i), i))
+    return [candidates[i] for i in ranked[:n]]
 
 
 @scoped_router.post(

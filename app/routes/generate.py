@@ -14,7 +14,8 @@ from app import sse, streams
 from app.deps import ServedModel, ServicesDep, language_model_of
 from app.errors import InvalidInput
 from app.schemas import Usage
-from app.schemas.generate import MAX_SEED, Choice, GenerateRequest, GenerateResponse, Timing
+from app.schemas.generate import Choice, GenerateRequest, GenerateResponse, Timing, TokenLogprobs
+from app.schemas.sampling import MAX_SEED
 
 router = APIRouter(prefix="/v1/generate", tags=["generation"])
 
@@ -25,10 +26,15 @@ async def create_generation(
     lm: Annotated[ServedModel, Depends(language_model_of(GenerateRequest))],
     services: ServicesDep,
 ) -> object:
-    """Continue `prefix` with the model: greedy at temperature 0, sampled otherwise.
+    """Continue `prefix` with the model: greedy at temperature 0, sampled otherwise, or
+    beam search with `num_beams`.
 
-    The prefix is normalized with the bundle's rule (`tokenizer` in /v1/models). With
-    `stream`, each event carries new text; the last event of each choice has its
+    The prefix is normalized with the bundle's rule (`tokenizer` in /v1/models). The
+    controls apply in the order models/generate.py documents: logit_bias, penalties and
+    no_repeat_ngram_size over the penalty window, then temperature, top_k, top_p, min_p,
+    typical_p. With `logprobs`, each generated token comes with its log-probability and the
+    likeliest tokens at its place (the model's own distribution). With `stream`, each event
+    carries new text (and its tokens' logprobs); the last event of each choice has its
     `finish_reason`, and a final event the usage, before `data: [DONE]`.
     """
     encoded = lm.tokenizer.encode(body.prefix)
@@ -37,8 +43,8 @@ async def create_generation(
             "prefix has no tokens after cleanup", param="prefix", code="empty_prefix"
         )
     seed = body.seed if body.seed is not None else secrets.randbelow(MAX_SEED)
+    params = body.to_params(seed, lm.tokenizer, lm.stop_strings(body.stop, apply_rule=False))
     started = time.perf_counter()
-    params = body.to_params(seed, lm.stop_strings(body.stop, apply_rule=False))
     request = lm.scheduler.submit(encoded.ids, params, stream=body.stream)
     timeout = services.settings.request_timeout_s
     summary: dict[str, Any] = {
@@ -56,14 +62,19 @@ async def create_generation(
             async for deltas in streams.deltas(request, timeout):
                 for d in deltas:
                     completion_tokens[d.index] = d.tokens
-                    yield sse.event(
-                        {
-                            "index": d.index,
-                            "text": d.text,
-                            "tokens": d.tokens,
-                            "finish_reason": d.finish_reason,
-                        }
-                    )
+                    event: dict[str, Any] = {
+                        "index": d.index,
+                        "text": d.text,
+                        "tokens": d.tokens,
+                        "finish_reason": d.finish_reason,
+                    }
+                    if body.logprobs is not None:
+                        event["logprobs"] = [
+                            TokenLogprobs.of(t, lm.tokenizer).model_dump() for t in d.logprobs
+                        ]
+                        if d.logprob is not None:
+                            event["logprob"] = d.logprob
+                    yield sse.event(event)
             usage = Usage.of(len(encoded.ids), sum(completion_tokens))
             yield sse.event({"usage": usage.model_dump()})
             yield sse.DONE
@@ -77,7 +88,16 @@ async def create_generation(
         **summary,
         unknown_tokens=encoded.unknown,
         choices=[
-            Choice(index=i, text=c.text, tokens=c.tokens, finish_reason=c.finish_reason or "length")
+            Choice(
+                index=i,
+                text=c.text,
+                tokens=c.tokens,
+                finish_reason=c.finish_reason or "length",
+                logprob=c.logprob,
+                logprobs=None
+                if body.logprobs is None
+                else [TokenLogprobs.of(t, lm.tokenizer) for t in c.logprobs],
+            )
             for i, c in enumerate(completions)
         ],
         usage=Usage.of(len(encoded.ids), sum(c.tokens for c in completions)),

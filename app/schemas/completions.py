@@ -1,9 +1,11 @@
 """OpenAI's legacy completions API (`POST /v1/completions`), as far as an RNN LM can serve it.
 
-Fields that OpenAI clients send by default but rnnlm cannot honour are accepted at their
-neutral value and ignored (`user`; `presence_penalty`/`frequency_penalty` 0; `best_of`
-equal to n; `suffix` null or empty; `logit_bias` empty); any other value is a 422 naming
-the field, rather than a silent difference from what the client asked for.
+OpenAI's sampling fields act as OpenAI defines them (presence_penalty, frequency_penalty,
+logit_bias by token id, best_of ranked by total log-probability, logprobs up to 5); the
+controls OpenAI lacks come under vLLM's names where it has them (top_k, min_p,
+repetition_penalty, ...) and /v1/generate's otherwise. `suffix` has no meaning for a
+left-to-right RNN: only its neutral value (null or empty) is accepted, and `user` is
+accepted and ignored.
 """
 
 from __future__ import annotations
@@ -12,26 +14,44 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from app.errors import InvalidInput
 from app.schemas import Logprob, ResponseBody, StrictRequest, Usage, model_field
 from app.schemas.generate import (
     MAX_N,
     MAX_NEW_TOKENS,
-    MAX_SEED,
     MAX_STOP,
     MAX_STOP_CHARS,
-    choice_params,
+)
+from app.schemas.sampling import (
+    MAX_SEED,
+    EarlyStopping,
+    FrequencyPenalty,
+    LengthPenalty,
+    LogitBias,
+    MinP,
+    NoRepeatNgramSize,
+    NumBeams,
+    PenalizePrompt,
+    PenaltyWindow,
+    PresencePenalty,
+    RepetitionPenalty,
+    TopK,
+    TopP,
+    TypicalP,
+    logit_bias_ids,
+    sampling_params,
 )
 from models.generate import FinishReason, SamplingParams
+from models.text import Tokenizer
 
 # Sized for evaluation harnesses: lm-eval's common `batch_size` 32 with `max_length` 8192
 # fits (its defaults are 1 and 2048); the request total bounds one request's scoring work.
 MAX_PROMPTS = 64
-MAX_CHOICES = 64  # prompts x n
+MAX_CHOICES = 64  # prompts x max(n, best_of)
 MAX_PROMPT_TOKENS = 32_768  # one prompt: token ids, or characters (and tokens) of a text
 MAX_REQUEST_TOKENS = 262_144  # all prompts of a request together
 MAX_LOGPROBS = 5
 MAX_USER_CHARS = 256
-MAX_LOGIT_BIAS = 300
 
 PromptText = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_TOKENS)]
 TokenIds = Annotated[
@@ -120,10 +140,14 @@ class CompletionRequest(StrictRequest):
         description="tokens to generate; 0 generates nothing (useful with echo and logprobs)",
         examples=[32],
     )
-    temperature: float = Field(
-        1.0, ge=0.0, le=2.0, description="0 = greedy (argmax); higher = more random"
+    temperature: float | None = Field(
+        None,
+        ge=0.0,
+        le=2.0,
+        description="0 = greedy (argmax); higher = more random. Default 1, or 0 with num_beams",
+        examples=[1.0],
     )
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus: smallest head with this mass")
+    top_p: TopP = 1.0
     n: int = Field(1, ge=1, le=MAX_N, description="completions per prompt")
     stop: StopString | Annotated[list[StopString], Field(max_length=MAX_STOP)] | None = Field(
         None,
@@ -148,7 +172,7 @@ class CompletionRequest(StrictRequest):
         ge=0,
         le=MAX_LOGPROBS,
         description="per token its log-probability and this many likeliest alternatives "
-        "(the model's own distribution, before temperature and top_p); null: none",
+        "(the model's own distribution, before every control); null: none",
         examples=[2],
     )
     echo: bool = Field(
@@ -159,26 +183,37 @@ class CompletionRequest(StrictRequest):
     user: str | None = Field(
         None, max_length=MAX_USER_CHARS, description="accepted and ignored", examples=["swagger"]
     )
-    presence_penalty: float = Field(0.0, description="not supported: only 0 is accepted")
-    frequency_penalty: float = Field(0.0, description="not supported: only 0 is accepted")
+    presence_penalty: PresencePenalty = Field(0.0, examples=[0.5])
+    frequency_penalty: FrequencyPenalty = Field(0.0, examples=[0.3])
+    logit_bias: LogitBias = Field(
+        None,
+        description="token id (as a string, OpenAI's shape) -> bias in [-100, 100], added to "
+        "the token's logit; -100 bans it. Ids: POST /v1/tokenize",
+        examples=[{"2": -100}],
+    )
     best_of: int | None = Field(
         None,
         ge=1,
         le=MAX_N,
-        description="not supported: only equal to n is accepted",
-        examples=[1],
+        description="sample this many completions per prompt and return the n with the "
+        "highest total log-probability, best first (OpenAI's best_of; >= n; not with stream)",
+        examples=[2],
     )
+    top_k: TopK = 0
+    min_p: MinP = None
+    typical_p: TypicalP = None
+    repetition_penalty: RepetitionPenalty = 1.0
+    no_repeat_ngram_size: NoRepeatNgramSize = 0
+    penalty_window: PenaltyWindow = 0
+    penalize_prompt: PenalizePrompt = False
+    num_beams: NumBeams = 1
+    length_penalty: LengthPenalty = 1.0
+    early_stopping: EarlyStopping = False
     suffix: str | None = Field(
         None,
         max_length=MAX_STOP_CHARS,
         description="not supported: only null or empty",
         examples=[None],
-    )
-    logit_bias: dict[str, float] | None = Field(
-        None,
-        max_length=MAX_LOGIT_BIAS,
-        description="not supported: only null or empty",
-        examples=[{}],
     )
 
     strict_cleanup: bool = Field(
@@ -196,21 +231,25 @@ class CompletionRequest(StrictRequest):
         check_prompt_sizes([len(p) for p in items], unit)
         return value
 
-    @field_validator("presence_penalty", "frequency_penalty", "suffix", "logit_bias")
+    @field_validator("suffix")
     @classmethod
     def _neutral_only(cls, value: Any, info: ValidationInfo) -> Any:
         if value:
-            raise ValueError(f"{info.field_name} is not supported by rnnlm; send 0/null or omit it")
+            raise ValueError(f"{info.field_name} is not supported by rnnlm; send null or omit it")
         return value
 
     @field_validator("best_of")
     @classmethod
-    def _best_of_is_n(cls, value: int | None, info: ValidationInfo) -> int | None:
+    def _best_of_n(cls, value: int | None, info: ValidationInfo) -> int | None:
         n = info.data.get("n", 1)
-        if value is not None and value != n:
-            raise ValueError(
-                f"best_of is not supported by rnnlm; send best_of = n ({n}) or omit it"
-            )
+        if value is not None and value < n:
+            raise ValueError(f"best_of ({value}) must be at least n ({n})")
+        if value is not None and value > n and info.data.get("stream"):
+            raise ValueError("best_of > n cannot stream: the best are known only at the end")
+        prompts = info.data.get("prompt")
+        count = len(prompt_items(prompts)) if prompts is not None else 1
+        if value is not None and value * count > MAX_CHOICES:
+            raise ValueError(f"best_of x number of prompts must be at most {MAX_CHOICES}")
         return value
 
     @field_validator("n")
@@ -230,16 +269,34 @@ class CompletionRequest(StrictRequest):
         """The stop strings as sent."""
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
-    def to_params(self, seed: int, stop: tuple[str, ...]) -> list[SamplingParams]:
-        """The n choices of one prompt, as the engine takes them."""
-        return choice_params(
-            self.n,
+    @property
+    def candidates(self) -> int:
+        """Sequences to decode per prompt: best_of when it ranks, n otherwise."""
+        return max(self.n, self.best_of or 0)
+
+    def to_params(
+        self, seed: int, tokenizer: Tokenizer, stop: tuple[str, ...]
+    ) -> list[SamplingParams]:
+        """The sequences of one prompt, as the engine takes them (stop strings as the
+        model's rule reads them); best_of's candidates always report log-probabilities
+        (ranking needs them; the response shows them only when asked)."""
+        if self.candidates > self.n and self.num_beams > 1:
+            raise InvalidInput(
+                "best_of ranks sampled completions; beam search (num_beams) ranks its own",
+                param="best_of",
+                code="best_of_with_beams",
+            )
+        logprobs = self.logprobs
+        if self.candidates > self.n and logprobs is None:
+            logprobs = 0
+        return sampling_params(
+            self,
+            self.candidates,
             seed,
-            temperature=self.temperature,
-            top_p=self.top_p,
+            logit_bias_ids(self.logit_bias, tokenizer.vocab, by_text=False),
             max_new_tokens=self.max_tokens,
             stop=stop,
-            logprobs=self.logprobs,
+            logprobs=logprobs,
         )
 
 

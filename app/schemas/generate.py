@@ -1,18 +1,42 @@
+"""/v1/generate: continue a prefix, with every generation control (app/schemas/sampling.py)."""
+
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
-from app.schemas import ResponseBody, StrictRequest, Text, Usage, model_field
-from models.generate import FinishReason, SamplingParams
+from app.errors import InvalidInput
+from app.schemas import Logprob, ResponseBody, StrictRequest, Text, Usage, model_field
+from app.schemas.sampling import (
+    MAX_SEED,
+    EarlyStopping,
+    FrequencyPenalty,
+    LengthPenalty,
+    LogitBias,
+    MinP,
+    NoRepeatNgramSize,
+    NumBeams,
+    PenalizePrompt,
+    PenaltyWindow,
+    PresencePenalty,
+    RepetitionPenalty,
+    TopK,
+    TopP,
+    TypicalP,
+    logit_bias_ids,
+    sampling_params,
+)
+from models.generate import FinishReason, SamplingParams, TokenLogprob
+from models.text import Tokenizer
 
 MAX_PREFIX_CHARS = 4000
 MAX_NEW_TOKENS = 2000
 MAX_N = 16
 MAX_STOP = 4
 MAX_STOP_CHARS = 64
-MAX_SEED = 2**63 - 1
+MAX_TOP_LOGPROBS = 1000
+MAX_LOGPROB_ENTRIES = 500_000  # n x max_new_tokens x (logprobs + 1): the response's size
 
 
 class GenerateRequest(StrictRequest):
@@ -24,11 +48,32 @@ class GenerateRequest(StrictRequest):
         examples=["time traveller "],
     )
     max_new_tokens: int = Field(100, ge=1, le=MAX_NEW_TOKENS, description="tokens to generate")
-    temperature: float = Field(
-        1.0, ge=0.0, le=5.0, description="0 = greedy (argmax); higher = more random"
+    temperature: float | None = Field(
+        None,
+        ge=0.0,
+        le=5.0,
+        description="0 = greedy (argmax); higher = more random. Default 1, or 0 with num_beams",
+        examples=[0],
     )
-    top_k: int = Field(0, ge=0, le=1000, description="sample among the k likeliest; 0 = all")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus: smallest head with this mass")
+    top_k: TopK = 0
+    top_p: TopP = 1.0
+    min_p: MinP = None
+    typical_p: TypicalP = None
+    repetition_penalty: RepetitionPenalty = Field(1.0, examples=[1.0])
+    presence_penalty: PresencePenalty = 0.0
+    frequency_penalty: FrequencyPenalty = 0.0
+    no_repeat_ngram_size: NoRepeatNgramSize = Field(0, examples=[8])
+    penalty_window: PenaltyWindow = 0
+    penalize_prompt: PenalizePrompt = False
+    logit_bias: LogitBias = Field(
+        None,
+        description="token (its text, or its id as a string) -> bias in [-100, 100], added "
+        'to its logit; -100 bans it. Example: {" ": 2.0} favours spaces (shorter words)',
+        examples=[None],
+    )
+    num_beams: NumBeams = 1
+    length_penalty: LengthPenalty = 1.0
+    early_stopping: EarlyStopping = False
     seed: int | None = Field(
         None,
         ge=0,
@@ -45,6 +90,15 @@ class GenerateRequest(StrictRequest):
     )
     n: int = Field(1, ge=1, le=MAX_N, description="completions of the same prefix")
     stream: bool = Field(False, description="server-sent events, one per token")
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        description="per generated token its log-probability and the this-many likeliest "
+        "tokens with theirs (the model's own distribution, before every control; more "
+        "than the vocabulary gives all of it); streamed with each token too; null: none",
+        examples=[None],
+    )
 
     @field_validator("stop")
     @classmethod
@@ -54,23 +108,52 @@ class GenerateRequest(StrictRequest):
                 raise ValueError(f"each stop string must have 1 to {MAX_STOP_CHARS} characters")
         return stop
 
-    def to_params(self, seed: int, stop: tuple[str, ...]) -> list[SamplingParams]:
-        """One SamplingParams per choice, as the engine takes them."""
-        return choice_params(
+    def to_params(
+        self, seed: int, tokenizer: Tokenizer, stop: tuple[str, ...]
+    ) -> list[SamplingParams]:
+        """One SamplingParams per choice (the beams' when num_beams > 1), with the stop
+        strings as the model's rule reads them; 422 naming the field for what the schema
+        alone cannot check."""
+        if self.logprobs is not None:
+            entries = self.n * self.max_new_tokens * (min(self.logprobs, len(tokenizer.vocab)) + 1)
+            if entries > MAX_LOGPROB_ENTRIES:
+                raise InvalidInput(
+                    f"logprobs: n x max_new_tokens x (logprobs + 1) is {entries}, over the "
+                    f"{MAX_LOGPROB_ENTRIES} log-probabilities one response may hold",
+                    param="logprobs",
+                    code="too_many_logprobs",
+                )
+        return sampling_params(
+            self,
             self.n,
             seed,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
+            logit_bias_ids(self.logit_bias, tokenizer.vocab, by_text=True),
             max_new_tokens=self.max_new_tokens,
             stop=stop,
+            logprobs=self.logprobs,
         )
 
 
-def choice_params(n: int, seed: int, **common: Any) -> list[SamplingParams]:
-    """n SamplingParams alike but for the seed: choice i samples with seed + i, so a
-    request's first choice is the same text whatever its n."""
-    return [SamplingParams(seed=(seed + i) % (MAX_SEED + 1), **common) for i in range(n)]
+class Alternative(ResponseBody):
+    token: str = Field(description="the token's text, as generated text would show it")
+    id: int
+    logprob: Logprob = Field(description="natural log; -9999 stands for probability 0")
+
+
+class TokenLogprobs(Alternative):
+    """A generated token with the likeliest tokens at its place (the distribution's head)."""
+
+    top: list[Alternative] = Field(description="the likeliest tokens here, best first")
+
+    @classmethod
+    def of(cls, t: TokenLogprob, tokenizer: Tokenizer) -> TokenLogprobs:
+        piece = tokenizer.piece
+        return cls(
+            token=piece(t.token),
+            id=t.token,
+            logprob=t.logprob,
+            top=[Alternative(token=piece(i), id=i, logprob=v) for i, v in t.top],
+        )
 
 
 class Choice(ResponseBody):
@@ -78,6 +161,23 @@ class Choice(ResponseBody):
     text: str
     tokens: int
     finish_reason: FinishReason
+    logprob: Logprob | None = Field(
+        None,
+        description="total log-probability: a beam's (what the search ranked by, the model's "
+        "own when no bias or penalty is set), or a sampled choice's when logprobs is asked",
+    )
+    logprobs: list[TokenLogprobs] | None = Field(
+        None, description="with logprobs: each generated token's"
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The optional fields appear only when the request asked for them."""
+        out: dict[str, Any] = handler(self)
+        for name in ("logprob", "logprobs"):
+            if out.get(name) is None:
+                out.pop(name, None)
+        return out
 
 
 class Timing(ResponseBody):

@@ -121,6 +121,8 @@ function withSeed(body, seed) {
 }
 
 let generation = null; // the AbortController of the running generation
+const DIST_TOP = 30; // alternatives asked per token: a character model's whole vocabulary
+let tokens = []; // the generated tokens' logprobs ({token, id, logprob, top}), by span index
 
 async function generate() {
   const body = {
@@ -130,10 +132,17 @@ async function generate() {
     top_k: num("top-k"),
     top_p: num("top-p"),
     max_new_tokens: num("max-new-tokens"),
+    repetition_penalty: num("repetition-penalty"),
+    penalty_window: num("penalty-window"),
+    no_repeat_ngram_size: num("no-repeat-ngram-size"),
     stream: true,
   };
+  if ($("min-p").value.trim() !== "") body.min_p = num("min-p");
+  if ($("show-logprobs").checked) body.logprobs = DIST_TOP;
   for (const id of ["gen-prefix", "gen-text", "gen-usage"]) $(id).textContent = "";
   $("gen-finish").textContent = "…";
+  $("dist").hidden = true;
+  tokens = [];
   generation = new AbortController();
   $("stop").disabled = false;
   try {
@@ -148,7 +157,7 @@ async function generate() {
         $("gen-usage").textContent += ` · ${u.prompt_tokens} prompt + ${u.completion_tokens}` +
           ` generated = ${u.total_tokens} tokens`;
       } else {
-        $("gen-text").textContent += event.text;
+        appendText(event);
         if (event.finish_reason) $("gen-finish").textContent = event.finish_reason;
       }
     }
@@ -159,6 +168,52 @@ async function generate() {
     $("stop").disabled = true;
     generation = null;
   }
+}
+
+// An event's text: one span per token when its logprobs spell the text exactly, so that
+// hovering or clicking a character shows the distribution it was drawn from.
+function appendText(event) {
+  const out = $("gen-text");
+  const logprobs = event.logprobs || [];
+  if (!logprobs.length || logprobs.map((t) => t.token).join("") !== event.text) {
+    out.append(event.text);
+    return;
+  }
+  for (const t of logprobs) {
+    const span = document.createElement("span");
+    span.className = "tok";
+    span.dataset.i = tokens.length;
+    span.textContent = t.token;
+    out.append(span);
+    tokens.push(t);
+  }
+}
+
+const shown = (text) => text.replace(/ /g, "␣");
+
+// The distribution at one generated token, as horizontal bars (probability = exp(logprob)).
+function showDistribution(span, pin) {
+  const t = tokens[Number(span.dataset.i)];
+  if (!t) return;
+  if (pin) {
+    for (const other of document.querySelectorAll("#gen-text .tok.pinned")) other.classList.remove("pinned");
+    span.classList.add("pinned");
+  }
+  $("dist-title").textContent = `token ${Number(span.dataset.i) + 1}: "${shown(t.token)}", ` +
+    `p = ${Math.exp(t.logprob).toFixed(3)} (log p = ${t.logprob.toFixed(3)}); ` +
+    `the ${t.top.length} likeliest tokens:`;
+  const best = Math.exp(t.top.length ? t.top[0].logprob : t.logprob);
+  $("dist-bars").replaceChildren(...t.top.map((a) => {
+    const row = document.createElement("div");
+    row.className = a.id === t.id ? "bar chosen" : "bar";
+    row.setAttribute("role", "listitem");
+    const p = Math.exp(a.logprob);
+    row.innerHTML = `<b></b><i style="width:${(100 * p / best).toFixed(1)}%"></i>` +
+      `<span>${(100 * p).toFixed(1)}%</span>`;
+    row.querySelector("b").textContent = shown(a.token);
+    return row;
+  }));
+  $("dist").hidden = false;
 }
 
 async function score() {
@@ -247,6 +302,13 @@ document.addEventListener("DOMContentLoaded", () => {
   if (document.body.dataset.auth === "bearer") $("key-box").hidden = false;
   $("api-key").addEventListener("change", loadModels);
   $("stop").addEventListener("click", () => generation && generation.abort());
+  for (const [type, pin] of [["mouseover", false], ["click", true]]) {
+    $("gen-text").addEventListener(type, (event) => {
+      const span = event.target.closest(".tok");
+      const pinned = document.querySelector("#gen-text .tok.pinned");
+      if (span && (pin || !pinned)) showDistribution(span, pin);
+    });
+  }
   bind("generate-form", "gen-error", generate);
   bind("perplexity-form", "ppl-error", score);
   bind("compare-form", "cmp-error", compareModels);

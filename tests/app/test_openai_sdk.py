@@ -10,6 +10,7 @@ import pytest
 from openai import OpenAI
 
 from models.bundle import load_bundle
+from models.generate import SamplingParams, generate
 from models.score import score_ids
 
 
@@ -72,5 +73,35 @@ def test_unknown_model_is_not_found(sdk: OpenAI) -> None:
 
 def test_unsupported_field_is_unprocessable(sdk: OpenAI) -> None:
     with pytest.raises(openai.UnprocessableEntityError) as caught:
-        sdk.completions.create(model="char-lstm", prompt="hi", presence_penalty=1.0)
-    assert caught.value.body["param"] == "presence_penalty"  # type: ignore[index]
+        sdk.completions.create(model="char-lstm", prompt="hi", suffix="the end")
+    assert caught.value.body["param"] == "suffix"  # type: ignore[index]
+
+
+def test_openai_sampling_fields(sdk: OpenAI, checkpoint_dir: Path) -> None:
+    """presence_penalty, frequency_penalty, logit_bias, best_of and logprobs, as OpenAI
+    defines them, through the official client."""
+    bundle = load_bundle(checkpoint_dir / "char-lstm")
+    tokenizer = bundle.tokenizer
+    assert tokenizer is not None
+    prompt = "the time "
+    base = {"model": "char-lstm", "prompt": prompt, "max_tokens": 40, "temperature": 0}
+    plain = sdk.completions.create(**base).choices[0].text  # type: ignore[call-overload]
+    penalties = {"presence_penalty": 1.0, "frequency_penalty": 0.5}
+    penalized = sdk.completions.create(**base, **penalties).choices[0].text  # type: ignore[call-overload]
+    params = SamplingParams(temperature=0, max_new_tokens=40, **penalties)  # type: ignore[arg-type]
+    ids = tokenizer.encode(prompt).ids
+    assert (
+        penalized == generate(bundle.model, ids, [params], tokenizer.detokenizer)[0].text != plain
+    )
+
+    e = tokenizer.vocab.token_to_idx["e"]
+    banned = sdk.completions.create(**base, logit_bias={str(e): -100}).choices[0].text  # type: ignore[call-overload]
+    assert len(banned) == 40 and "e" not in banned
+
+    sampled = {"model": "char-lstm", "prompt": prompt, "max_tokens": 20, "seed": 7, "logprobs": 2}
+    four = sdk.completions.create(**sampled, n=4).choices  # type: ignore[call-overload]
+    totals = [sum(c.logprobs.token_logprobs) for c in four]
+    best = sdk.completions.create(**sampled, n=1, best_of=4).choices[0]  # type: ignore[call-overload]
+    assert best.text == four[totals.index(max(totals))].text
+    assert best.logprobs is not None and len(best.logprobs.top_logprobs[0]) >= 2
+    assert sum(best.logprobs.token_logprobs) == pytest.approx(max(totals), abs=1e-6)

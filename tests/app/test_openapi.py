@@ -24,7 +24,15 @@ def test_new_routes_are_documented(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/completions", "/v1/tokenize", "/v1/detokenize", "/v1/perplexity", "/v1/ngrams"]
+    "path",
+    [
+        "/v1/generate",
+        "/v1/completions",
+        "/v1/tokenize",
+        "/v1/detokenize",
+        "/v1/perplexity",
+        "/v1/ngrams",
+    ],
 )
 def test_every_field_has_a_description_and_the_examples_work(client: TestClient, path) -> None:
     schema = request_schemas(client)[path]

@@ -207,6 +207,35 @@ def test_generation_keeps_large_seeds_exact_and_shows_422s(driver: Any, url: str
     assert text_of(driver, "gen-error") == ""
 
 
+def test_hovering_a_character_shows_its_distribution(driver: Any, url: str) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    fill(driver, "seed", "3")
+    fill(driver, "max-new-tokens", "40")
+    fill(driver, "no-repeat-ngram-size", "6")
+    driver.find_element(By.ID, "generate").click()
+    wait_for(driver, lambda d: text_of(d, "gen-finish") == "length", "no finish reason")
+    spans = driver.find_elements(By.CSS_SELECTOR, "#gen-text .tok")
+    generated = driver.find_element(By.ID, "gen-text").get_attribute("textContent")
+    assert len(spans) == 40 and "".join(s.get_attribute("textContent") for s in spans) == generated
+    assert driver.find_element(By.ID, "dist").get_attribute("hidden") is not None
+    ActionChains(driver).move_to_element(spans[5]).perform()
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#dist-bars .bar"), "no bars")
+    bars = driver.find_elements(By.CSS_SELECTOR, "#dist-bars .bar")
+    vocab = driver.execute_script("return tokens[5].top.length")
+    assert len(bars) == vocab > 1  # the small vocabulary, whole
+    chosen = driver.find_elements(By.CSS_SELECTOR, "#dist-bars .bar.chosen b")
+    assert [c.get_attribute("textContent") for c in chosen] == [
+        spans[5].get_attribute("textContent").replace(" ", "␣")
+    ]
+    percents = [float(b.find_element(By.TAG_NAME, "span").text.rstrip("%")) for b in bars]
+    assert percents == sorted(percents, reverse=True) and 95 <= sum(percents) <= 100.5
+    spans[9].click()  # a click pins token 10: hovering elsewhere no longer moves the chart
+    ActionChains(driver).move_to_element(spans[2]).perform()
+    assert text_of(driver, "dist-title").startswith("token 10:")
+    fill(driver, "no-repeat-ngram-size", "0")
+
+
 def test_perplexity_box_scores_text_and_shows_api_errors(driver: Any, url: str) -> None:
     fill(driver, "ppl-text", "the time traveller smiled round at us")
     driver.find_element(By.ID, "score").click()
