@@ -293,7 +293,7 @@ class CompletionRequest(StrictRequest):
             self,
             self.candidates,
             seed,
-            logit_bias_ids(self.logit_bias, tokenizer.vocab, by_text=False),
+            logit_bias_ids(self.logit_bias, tokenizer, by_text=False),
             max_new_tokens=self.max_tokens,
             stop=stop,
             logprobs=logprobs,

@@ -127,7 +127,7 @@ class GenerateRequest(StrictRequest):
             self,
             self.n,
             seed,
-            logit_bias_ids(self.logit_bias, tokenizer.vocab, by_text=True),
+            logit_bias_ids(self.logit_bias, tokenizer, by_text=True),
             max_new_tokens=self.max_new_tokens,
             stop=stop,
             logprobs=self.logprobs,

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from app.errors import InvalidInput
 from models.generate import BAN, SamplingParams
-from models.text import Vocab
+from models.text import Tokenizer
 
 MAX_SEED = 2**63 - 1
 MAX_TOP_K = 1000
@@ -207,13 +207,14 @@ def check_beams(body: Sampling) -> None:
 
 
 def logit_bias_ids(
-    bias: dict[str, float] | None, vocab: Vocab, *, by_text: bool
+    bias: dict[str, float] | None, tokenizer: Tokenizer, *, by_text: bool
 ) -> tuple[tuple[int, float], ...]:
     """(token id, bias) pairs from a request's logit_bias: keys are token ids (as strings,
     OpenAI's shape) or, with `by_text`, a token's text first. 422 naming logit_bias for a
     key that is no token of the vocabulary, a token given twice, or a ban of every token."""
     if not bias:
         return ()
+    vocab = tokenizer.vocab
     size = len(vocab)
     out: dict[int, float] = {}
     for key, value in bias.items():
@@ -234,7 +235,8 @@ def logit_bias_ids(
                 f"logit_bias names token {token} twice ({key!r})", param="logit_bias"
             )
         out[token] = value
-    if all(out.get(i, 0.0) <= BAN for i in range(1, size)):
+    never = set(tokenizer.banned_ids)
+    if all(out.get(i, 0.0) <= BAN for i in range(size) if i not in never):
         raise InvalidInput(
             "logit_bias bans every token of the vocabulary: nothing could be generated",
             param="logit_bias",

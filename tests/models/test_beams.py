@@ -191,3 +191,18 @@ def test_beam_params_are_validated() -> None:
         SamplingParams(num_beams=2)
     with pytest.raises(ValueError, match="at most num_beams"):
         generate(tiny_lm("gru"), [1], [SamplingParams(temperature=0, num_beams=2)] * 3, str)
+
+
+def test_beams_of_a_byte_model_copy_their_pending_bytes() -> None:
+    """A beam extended two ways holds half a UTF-8 character in each copy, independently."""
+    tokenizer = Tokenizer(Vocab.of_bytes(), level="byte", normalize="none")
+    model = tiny_lm("gru", vocab_size=256, num_hiddens=16, seed=4)
+    with torch.no_grad():  # favour multi-byte characters: lead bytes and continuations
+        model.output.bias[0xC3] += 3.0
+        model.output.bias[0x80:0xC0] += 2.0
+    p = SamplingParams(temperature=0, num_beams=4, max_new_tokens=24, logprobs=0)
+    beams = generate(model, list(b"caf"), [p] * 4, tokenizer.detokenizer, tokenizer.banned_ids)
+    for beam in beams:
+        data = bytes(t.token for t in beam.logprobs)
+        assert beam.text == data.decode("utf-8", "replace")
+    assert any(ord(c) > 127 and c != "\ufffd" for b in beams for c in b.text)
