@@ -2,7 +2,10 @@
 
 64 clients each ask for 200 tokens (sampled, distinct seeds) at once; the baseline sends
 the same 64 requests one after another. Reports aggregate tokens/s of both, their ratio,
-and the p50/p99 latency of the concurrent requests against one request alone.
+and the p50/p99 latency of the concurrent requests against one request alone. Then the
+same 64 concurrent requests with the generation controls on (repetition, presence and
+frequency penalties over a window, and `logprobs` 5): their aggregate tokens/s against
+the plain concurrent figure of the same run.
 
     python -m bench.concurrency [--clients 64] [--tokens 200]
 """
@@ -19,14 +22,26 @@ import httpx
 
 from bench._util import live_server, machine
 
+# Every per-row control that costs work each step, on at once (beam search: bench.generation).
+CONTROLS = {
+    "repetition_penalty": 1.2,
+    "presence_penalty": 0.3,
+    "frequency_penalty": 0.2,
+    "penalty_window": 64,
+    "logprobs": 5,
+}
 
-def body(i: int, tokens: int) -> dict[str, object]:
-    return {"prefix": "the time traveller ", "max_new_tokens": tokens, "seed": i, "top_k": 10}
+
+def body(i: int, tokens: int, controls: bool = False) -> dict[str, object]:
+    plain = {"prefix": "the time traveller ", "max_new_tokens": tokens, "seed": i, "top_k": 10}
+    return {**plain, **CONTROLS} if controls else plain
 
 
-async def one(client: httpx.AsyncClient, i: int, tokens: int) -> tuple[float, str]:
+async def one(
+    client: httpx.AsyncClient, i: int, tokens: int, controls: bool = False
+) -> tuple[float, str]:
     started = time.perf_counter()
-    r = await client.post("/v1/generate", json=body(i, tokens))
+    r = await client.post("/v1/generate", json=body(i, tokens, controls))
     r.raise_for_status()
     return time.perf_counter() - started, r.json()["choices"][0]["text"]
 
@@ -42,6 +57,9 @@ async def measure(url: str, clients: int, tokens: int) -> dict[str, object]:
         started = time.perf_counter()
         concurrent = await asyncio.gather(*(one(c, i, tokens) for i in range(clients)))
         concurrent_s = time.perf_counter() - started
+        started = time.perf_counter()
+        await asyncio.gather(*(one(c, i, tokens, controls=True) for i in range(clients)))
+        controls_s = time.perf_counter() - started
     latencies = sorted(t for t, _ in concurrent)
     p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
     same = [a[1] for a in sequential] == [b[1] for b in concurrent]
@@ -57,6 +75,9 @@ async def measure(url: str, clients: int, tokens: int) -> dict[str, object]:
         "concurrent_p50_s": statistics.median(latencies),
         "concurrent_p99_s": p99,
         "p99_over_alone": p99 / alone,
+        "controls": CONTROLS,
+        "controls_concurrent_tokens_per_s": total / controls_s,
+        "controls_over_plain": concurrent_s / controls_s,
     }
 
 

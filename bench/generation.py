@@ -6,6 +6,9 @@ runs twice: with torch's default settings (as the book's code would) and with on
 off, which removes a per-call set-up cost torch pays for nn.LSTM on the CPU, so the
 ratio shows what the decoder itself gains.
 
+Then the cost of beam search per step: 4 beams against 4 sampled sequences batched
+together, on the same model and prefix, the same number of steps.
+
     python -m bench.generation [--bundles checkpoints/char-lstm ...] [--tokens 500]
 """
 
@@ -80,6 +83,30 @@ def run(name: str, model: LanguageModel, tokenizer: Tokenizer, tokens: int) -> d
     }
 
 
+def beams_against_sampling(
+    name: str, model: LanguageModel, tokenizer: Tokenizer, tokens: int, beams: int = 4
+) -> dict[str, object]:
+    """ms per step of a beam search against as many sampled rows (no stop: both run
+    `tokens` steps)."""
+    ids = tokenizer.encode(PREFIX).ids
+    search = [SamplingParams(temperature=0, num_beams=beams, max_new_tokens=tokens)]
+    sampled = [SamplingParams(seed=i, top_k=10, max_new_tokens=tokens) for i in range(beams)]
+
+    def run(params: list[SamplingParams]) -> None:
+        generate(model, ids, params, tokenizer.detokenizer, tokenizer.banned_ids)
+
+    beam_s = best_of(lambda: run(search))
+    sampled_s = best_of(lambda: run(sampled))
+    return {
+        "model": name,
+        "beams": beams,
+        "steps": tokens,
+        "beam_ms_per_step": beam_s / tokens * 1e3,
+        "sampled_ms_per_step": sampled_s / tokens * 1e3,
+        "beam_over_sampled": beam_s / sampled_s,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -98,6 +125,10 @@ def main() -> None:
         assert bundle.tokenizer is not None and isinstance(bundle.model, LanguageModel)
         print(json.dumps(run(path.name, bundle.model, bundle.tokenizer, args.tokens)))
     print(json.dumps(run("book-gru-256 (untrained)", *book_gru(args.device), args.tokens)))
+    for path in args.bundles:
+        bundle = load_bundle(path, args.device)
+        assert bundle.tokenizer is not None and isinstance(bundle.model, LanguageModel)
+        print(json.dumps(beams_against_sampling(path.name, bundle.model, bundle.tokenizer, 200)))
 
 
 if __name__ == "__main__":
