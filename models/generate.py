@@ -360,7 +360,8 @@ class DecodeBatch:
         self.any_history = "history" in self.columns
         asking = [r for r, p in enumerate(ps) if p.logprobs is not None and self.groups[r] < 0]
         self.asking = torch.tensor(asking, dtype=torch.long, device=self.device)
-        # Beam groups: runs of rows with one group id -> (first row, width).
+        # Beam groups: runs of rows with one group id -> (first row, width); and by width,
+        # the groups' first rows and all their rows (G * width,) for one top-k per width.
         self.blocks: list[tuple[int, int]] = []
         r = 0
         while r < len(ps):
@@ -368,6 +369,11 @@ class DecodeBatch:
             if self.groups[r] >= 0:
                 self.blocks.append((r, width))
             r += width
+        self.beam_rows: dict[int, tuple[list[int], Tensor]] = {}
+        for k in sorted({k for _, k in self.blocks}):
+            firsts = [r for r, w in self.blocks if w == k]
+            rows = [first + j for first in firsts for j in range(k)]
+            self.beam_rows[k] = (firsts, torch.tensor(rows, dtype=torch.long, device=self.device))
 
     def add(self, prefix_ids: Sequence[int], params: Sequence[SamplingParams]) -> None:
         """Encode one prefix in a single forward pass and append a row per `params` entry."""
@@ -604,18 +610,12 @@ class DecodeBatch:
         """
         V = self.vocab_size
         out: dict[int, BeamCandidates] = {}
-        widths = sorted({k for _, k in self.blocks})
-        for k in widths:
-            firsts = [r for r, w in self.blocks if w == k]
-            rows = (
-                torch.tensor(firsts, device=self.device).unsqueeze(1)
-                + torch.arange(k, device=self.device)
-            ).reshape(-1)  # (G * k,)
-            lp = torch.log_softmax(soft.index_select(0, rows).double(), dim=1)
+        for k, (firsts, rows) in self.beam_rows.items():
+            lp = torch.log_softmax(soft.index_select(0, rows), dim=1)
             lp = lp.masked_fill(torch.isneginf(logits.index_select(0, rows)), -math.inf)
-            total = lp + self.columns["beam_score"].index_select(0, rows).unsqueeze(1)
+            total = lp.double() + self.columns["beam_score"].index_select(0, rows).unsqueeze(1)
             scores, flat = total.view(len(firsts), k * V).topk(min(2 * k, k * V), dim=1)
-            parents, tokens = flat // V, flat % V
+            flat_ids = flat.tolist()
             asked = self.columns["logprobs"].index_select(0, rows).view(len(firsts), k)[:, 0]
             own = top_rows = None
             if bool((asked >= 0).any()):
@@ -626,14 +626,15 @@ class DecodeBatch:
                     tuple(zip(i, v, strict=True))
                     for i, v in zip(top_i.tolist(), top_v.tolist(), strict=True)
                 ]
-            for g, (first, s, p, t) in enumerate(
-                zip(firsts, scores.tolist(), parents.tolist(), tokens.tolist(), strict=True)
+            asked_k = asked.tolist()
+            for g, (first, s, ids) in enumerate(
+                zip(firsts, scores.tolist(), flat_ids, strict=True)
             ):
-                kept = int(asked[g])
+                kept = asked_k[g]
                 out[first] = BeamCandidates(
                     s,
-                    p,
-                    t,
+                    [i // V for i in ids],
+                    [i % V for i in ids],
                     None if own is None or kept < 0 else own[g],
                     None
                     if top_rows is None or kept < 0
@@ -665,6 +666,20 @@ class DecodeBatch:
         if bool(gone.any()):
             token = c["history"].gather(1, leaving.clamp_min(0).unsqueeze(1))  # (B, 1)
             counts.scatter_add_(1, token.clamp_min(0), -gone.float().unsqueeze(1))
+
+    def reorder(self, rows: Tensor, beam_scores: Tensor) -> None:
+        """Beam search's step when no row joins or leaves: each beam group's rows replaced by
+        copies of its chosen beams (`rows` maps within groups), with their new totals.
+
+        Only what differs between the beams of a group moves (state, token history); the
+        logits are stale until the `feed` that must follow.
+        """
+        if self.state is not None:
+            self.state = tuple(s.index_select(1, rows) for s in self.state)
+        for name in ("history", "counts"):
+            if name in self.columns:
+                self.columns[name] = self.columns[name].index_select(0, rows)
+        self.columns["beam_score"] = beam_scores.to(torch.float64)
 
     def keep(self, rows: Tensor, beam_scores: Tensor | None = None) -> None:
         """Keep the rows listed in `rows` (a LongTensor of row indices), in that order.
@@ -1064,16 +1079,19 @@ class Decoder(Generic[Owner]):
                 rows.append(row)
                 fed.append(token)
                 totals.append(0.0)
-        beams = bool(self.batch.blocks)
-        if beams or len(keep) < len(self.rows):
-            index = torch.tensor(keep, dtype=torch.long, device=self.batch.device)
-            scores = torch.tensor(totals, dtype=torch.float64, device=self.batch.device)
-            self.batch.keep(index, scores if beams else None)
-            next_tokens = (
-                torch.tensor(fed, dtype=torch.long, device=self.batch.device)
-                if beams
-                else step.tokens.index_select(0, index)
-            )
+        device = self.batch.device
+        if self.batch.blocks:  # beams moved: rows follow their parents, tokens are chosen
+            index = torch.tensor(keep, dtype=torch.long, device=device)
+            scores = torch.tensor(totals, dtype=torch.float64, device=device)
+            if len(keep) == len(self.rows):  # nobody left: only the beams' rows move
+                self.batch.reorder(index, scores)
+            else:
+                self.batch.keep(index, scores)
+            next_tokens = torch.tensor(fed, dtype=torch.long, device=device)
+        elif len(keep) < len(self.rows):
+            index = torch.tensor(keep, dtype=torch.long, device=device)
+            self.batch.keep(index)
+            next_tokens = step.tokens.index_select(0, index)
         else:
             next_tokens = step.tokens
         self.rows = rows
@@ -1099,9 +1117,8 @@ class Decoder(Generic[Owner]):
         if not chosen:
             out += [(block[0].owner, delta) for delta in beams.results()]
             return
-        # Fewer live candidates than beams (a small vocabulary, bans): dead copies fill in.
-        dead = replace(chosen[0], total=-math.inf)
-        chosen += [dead] * (beams.width - len(chosen))
+        if len(chosen) < beams.width:  # a small vocabulary, bans: dead copies fill in
+            chosen += [replace(chosen[0], total=-math.inf)] * (beams.width - len(chosen))
         for beam in chosen:
             keep.append(first + beam.parent)
             owner = block[0].owner

@@ -350,6 +350,9 @@ class _PieceDetokenizer:
     def push(self, idx: int) -> str:
         return self._pieces[idx]
 
+    def __copy__(self) -> _PieceDetokenizer:
+        return self  # nothing to copy: every token's text is final at once
+
     def flush(self) -> str:
         return ""
 
