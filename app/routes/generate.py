@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
 
 from app import sse, streams
 from app.deps import ServedModel, ServicesDep, language_model_of
 from app.errors import InvalidInput
 from app.schemas import Usage
-from app.schemas.generate import Choice, GenerateRequest, GenerateResponse, Timing, TokenLogprobs
+from app.schemas.generate import Choice, GenerateRequest, GenerateResponse, Timing, logprobs_json
 from app.schemas.sampling import MAX_SEED
 
 router = APIRouter(prefix="/v1/generate", tags=["generation"])
@@ -69,9 +70,7 @@ async def create_generation(
                         "finish_reason": d.finish_reason,
                     }
                     if body.logprobs is not None:
-                        event["logprobs"] = [
-                            TokenLogprobs.of(t, lm.tokenizer).model_dump() for t in d.logprobs
-                        ]
+                        event["logprobs"] = logprobs_json(d.logprobs, lm.tokenizer)
                         if d.logprob is not None:
                             event["logprob"] = d.logprob
                     yield sse.event(event)
@@ -84,7 +83,7 @@ async def create_generation(
     [completions] = await streams.collect([request], timeout)
     done = time.perf_counter()
     queue_s = (request.started or done) - request.submitted
-    return GenerateResponse(
+    response = GenerateResponse(
         **summary,
         unknown_tokens=encoded.unknown,
         choices=[
@@ -94,12 +93,16 @@ async def create_generation(
                 tokens=c.tokens,
                 finish_reason=c.finish_reason or "length",
                 logprob=c.logprob,
-                logprobs=None
-                if body.logprobs is None
-                else [TokenLogprobs.of(t, lm.tokenizer) for t in c.logprobs],
             )
             for i, c in enumerate(completions)
         ],
         usage=Usage.of(len(encoded.ids), sum(c.tokens for c in completions)),
         timing=Timing(queue_ms=queue_s * 1e3, total_ms=(done - started) * 1e3),
     )
+    if body.logprobs is None:
+        return response
+    # The per-token lists join the body as plain JSON (their schema: `TokenLogprobs`).
+    content = response.model_dump(mode="json")
+    for choice, c in zip(content["choices"], completions, strict=True):
+        choice["logprobs"] = logprobs_json(c.logprobs, lm.tokenizer)
+    return JSONResponse(content)

@@ -7,7 +7,15 @@ from typing import Any, Literal
 from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 from app.errors import InvalidInput
-from app.schemas import Logprob, ResponseBody, StrictRequest, Text, Usage, model_field
+from app.schemas import (
+    LOGPROB_FLOOR,
+    Logprob,
+    ResponseBody,
+    StrictRequest,
+    Text,
+    Usage,
+    model_field,
+)
 from app.schemas.sampling import (
     MAX_SEED,
     EarlyStopping,
@@ -145,15 +153,19 @@ class TokenLogprobs(Alternative):
 
     top: list[Alternative] = Field(description="the likeliest tokens here, best first")
 
-    @classmethod
-    def of(cls, t: TokenLogprob, tokenizer: Tokenizer) -> TokenLogprobs:
-        piece = tokenizer.piece
-        return cls(
-            token=piece(t.token),
-            id=t.token,
-            logprob=t.logprob,
-            top=[Alternative(token=piece(i), id=i, logprob=v) for i, v in t.top],
-        )
+
+def logprobs_json(tokens: list[TokenLogprob], tokenizer: Tokenizer) -> list[dict[str, Any]]:
+    """`TokenLogprobs` as plain JSON values: a response holds n x tokens x (k + 1) of them,
+    and building that many pydantic models costs more than decoding them did."""
+    piece = tokenizer.piece
+
+    def alternative(token: int, logprob: float) -> dict[str, Any]:
+        return {"token": piece(token), "id": token, "logprob": max(logprob, LOGPROB_FLOOR)}
+
+    return [
+        alternative(t.token, t.logprob) | {"top": [alternative(i, v) for i, v in t.top]}
+        for t in tokens
+    ]
 
 
 class Choice(ResponseBody):

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from app import streams
 from app.scheduler import Scheduler
-from app.schemas.generate import GenerateRequest
+from app.schemas.generate import GenerateRequest, GenerateResponse
 from models.bundle import load_bundle
 from models.generate import SamplingParams, generate
 from tests.app.conftest import assert_error
@@ -129,6 +129,7 @@ def vocab_size(checkpoint_dir) -> int:
 
 def test_logprobs_cover_the_whole_vocabulary(client: TestClient, vocab_size: int) -> None:
     out = gen(client, prefix="the ", max_new_tokens=5, temperature=0, logprobs=1000)
+    GenerateResponse.model_validate(out)  # the plain-JSON lists match their documented schema
     for token in out["choices"][0]["logprobs"]:
         assert len(token["top"]) == vocab_size  # every token of the vocabulary, best first
         assert token["top"][0] == {k: token[k] for k in ("token", "id", "logprob")}  # greedy
