@@ -1,7 +1,7 @@
 """OpenAI-compatible completions, so the `openai` SDK and evaluation harnesses work as is.
 
 `echo` with `logprobs` and `max_tokens: 0` scores a prompt without generating: the way
-harnesses measure perplexity. Those prompt log-probabilities come from `score_ids`, the
+harnesses measure perplexity. Those prompt log-probabilities come from `score_many`, the
 same code as `/v1/perplexity`; generated tokens' come from the decoder's own logits.
 
 The same route is served under one model's prefix, `/models/{id}/v1/completions`: lm-eval's
@@ -49,11 +49,11 @@ async def create_completion(
     """
     prompts = read_prompts(lm.name, lm.tokenizer, body)
     scores = None
-    if body.echo and body.logprobs is not None:
-        scores = [
-            await services.score(lm, e.ids, 1, return_logprobs=True, top_logprobs=body.logprobs)
-            for e in prompts
-        ]
+    if body.echo and body.logprobs is not None:  # all prompts side by side, in one job
+        texts = [(e.ids, 1) for e in prompts]
+        scores = await services.score_many(
+            lm, texts, return_logprobs=True, top_logprobs=body.logprobs
+        )
     seed = body.seed if body.seed is not None else secrets.randbelow(MAX_SEED)
     stop = lm.stop_strings(body.stop_list(), apply_rule=True)
     params = body.to_params(seed, lm.tokenizer, stop)
