@@ -86,8 +86,7 @@ def service_byte_perplexity(server: str, model: str, docs: list[str]) -> float:
     total = 0.0
     for doc in docs:
         body = {"model": model, "text": doc, "context": bos}
-        scored = httpx.post(f"{server}/v1/perplexity", json=body, timeout=60).json()
-        total -= scored["cross_entropy"] * scored["tokens_scored"]
+        total += httpx.post(f"{server}/v1/perplexity", json=body, timeout=60).json()["log_prob"]
     return math.exp(-total / sum(len(d.encode()) for d in docs))
 
 
