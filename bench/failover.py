@@ -40,6 +40,7 @@ class Outcome:
     kind: str
     status: int  # 0: transport error
     right: bool
+    detail: str = ""  # what a failed request got back
 
 
 async def run_command(command: str) -> None:
@@ -51,7 +52,9 @@ async def run_command(command: str) -> None:
 async def failover(args: argparse.Namespace) -> dict[str, Any]:
     pool = requests(random.Random(0))
     limits = httpx.Limits(max_connections=args.workers + 2)
-    async with httpx.AsyncClient(base_url=args.url, timeout=60, limits=limits) as client:
+    # Longer than the service's own time limit (RNNLM_REQUEST_TIMEOUT_S, 120 s): a request
+    # fails only by the answer it gets, never by the client giving up first.
+    async with httpx.AsyncClient(base_url=args.url, timeout=150, limits=limits) as client:
         expected = [await answer(client, *item) for item in pool]  # each alone, first
         assert all(status == 200 for status, _ in expected), expected
         outcomes: list[Outcome] = []
@@ -64,12 +67,12 @@ async def failover(args: argparse.Namespace) -> dict[str, Any]:
                 started = time.monotonic()
                 try:
                     status, got = await answer(client, *pool[i])
-                except httpx.TransportError:
-                    status, got = 0, None
+                except httpx.TransportError as exc:
+                    status, got = 0, repr(exc)
                 right = status != 200 or got == expected[i][1]
-                outcomes.append(
-                    Outcome(started, time.monotonic() - started, pool[i][0], status, right)
-                )
+                detail = "" if status == 200 else str(got)[:300]
+                seconds = time.monotonic() - started
+                outcomes.append(Outcome(started, seconds, pool[i][0], status, right, detail))
 
         marks: dict[str, float] = {}
 
@@ -118,6 +121,11 @@ async def failover(args: argparse.Namespace) -> dict[str, Any]:
         "failed_after_stop": sum(o.status != 200 for o in after_stop),
         "failed_before_stop": sum(o.status != 200 for o in before_stop),
         "wrong_answers": sum(not o.right for o in outcomes),
+        "failures": [
+            {"phase": phase(o), "kind": o.kind, "status": o.status, "got": o.detail}
+            for o in outcomes
+            if o.status != 200
+        ][:10],
     }
     return report
 

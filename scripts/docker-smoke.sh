@@ -21,7 +21,11 @@ TORCH_VERSION=$(sed -n 's/^TORCH_VERSION := //p' Makefile)
 URL=http://127.0.0.1:$PORT
 export COMPOSE_PROJECT_NAME=rnnlm-smoke RNNLM_PORT=$PORT RNNLM_PROXY_PORT=$PROXY_PORT TORCH_WHEELS=1
 export DOCKER_CONFIG="$PWD/.cache/docker-config"
-compose=(docker compose --profile train --profile proxy)
+# Two replicas share this machine's cores: one torch thread each (replicas x threads <=
+# cores, docs/deploy.md), through an override file as a user would set it.
+mkdir -p "$WORK"
+printf 'services:\n  api:\n    environment: {RNNLM_TORCH_THREADS: "1"}\n  api-2:\n    environment: {RNNLM_TORCH_THREADS: "1"}\n' >"$WORK/compose.smoke.yml"
+compose=(docker compose -f docker-compose.yml -f "$WORK/compose.smoke.yml" --profile train --profile proxy)
 
 skip() { echo "SKIPPED: docker smoke: $*"; exit 0; }
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
@@ -187,7 +191,8 @@ cpu0=$(proxy_cpu_ns)
 .venv/bin/python -m bench.failover --url "http://127.0.0.1:$PROXY_PORT" \
   --stop "${compose[*]} stop api-2" \
   --start "${compose[*]} up -d --wait --wait-timeout 120 api-2" | tee "$WORK/failover.log" \
-  || { "${compose[@]}" logs --tail 30 api-2 proxy; echo "FAIL: failover"; exit 1; }
+  || { "${compose[@]}" logs proxy | grep -v '" 200 \|GET /ready' | tail -n 60
+       "${compose[@]}" logs --tail 40 api-2; echo "FAIL: failover"; exit 1; }
 # Back in the proxy's rotation: the restarted replica's fresh counters saw /v1 traffic.
 served=$("${compose[@]}" exec -T api-2 python -c 'import urllib.request as u
 lines = u.urlopen("http://127.0.0.1:8000/metrics").read().decode().splitlines()
