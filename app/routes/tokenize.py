@@ -80,9 +80,10 @@ async def detokenize_ids(
     body: DetokenizeRequest,
     lm: Annotated[ServedModel, Depends(language_model_of(DetokenizeRequest))],
 ) -> DetokenizeResponse:
-    """The text of token ids: characters joined, or words joined by single spaces."""
-    check_ids(lm, body.ids, "ids")
-    return DetokenizeResponse(model=lm.name, text=lm.tokenizer.decode(body.ids))
+    """The text of token ids (`ids`, or `tokens` as vLLM names them): characters joined, or
+    words joined by single spaces."""
+    check_ids(lm, body.token_ids, body.ids_name)
+    return DetokenizeResponse(model=lm.name, text=lm.tokenizer.decode(body.token_ids))
 
 
 def tokenizer_info(lm: ServedModel) -> TokenizerInfo:

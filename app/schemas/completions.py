@@ -160,7 +160,8 @@ class CompletionRequest(StrictRequest):
         None,
         ge=0,
         le=MAX_SEED,
-        description="same seed, same text (choice i of each prompt uses seed + i); default: random",
+        description="same seed, same text (choice i of each prompt uses seed + i); default: "
+        "random. At most 2**53 - 1, the largest integer JavaScript holds exactly",
         examples=[42],
     )
     stream: bool = Field(False, description="server-sent `text_completion` chunks, then [DONE]")

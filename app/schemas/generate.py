@@ -86,7 +86,8 @@ class GenerateRequest(StrictRequest):
         None,
         ge=0,
         le=MAX_SEED,
-        description="same seed, same text (choice i uses seed + i); default: random",
+        description="same seed, same text (choice i uses seed + i); default: random. At most "
+        "2**53 - 1, the largest integer JavaScript holds exactly",
         examples=[42],
     )
     stop: list[str] = Field(

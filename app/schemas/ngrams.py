@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from app.schemas import PlotOptions, ResponseBody, StrictRequest, Text
 from models.corpus import CORPUS_NAME as CORPUS_NAME_PATTERN
@@ -12,6 +12,21 @@ MAX_TEXT_BYTES = 2 * 1024 * 1024
 MAX_TOP_K = 1000
 CORPUS_NAME = CORPUS_NAME_PATTERN.pattern
 Order = Annotated[int, Field(ge=1, le=MAX_N)]
+
+
+def _one_or_many(n: object) -> object:
+    """`"n": 2` means `[2]`: a single order is what a user's first try writes."""
+    if not isinstance(n, int) or isinstance(n, bool):
+        return n
+    if not 1 <= n <= MAX_N:
+        raise ValueError(f"n must be in [1, {MAX_N}]")
+    return [n]
+
+
+# A list of orders, or one order as a plain integer (the schema shows both forms).
+Orders = Annotated[
+    list[Order], BeforeValidator(_one_or_many, json_schema_input_type=Order | list[Order])
+]
 
 
 def check_orders(n: list[int]) -> list[int]:
@@ -26,9 +41,9 @@ class NgramOptions(StrictRequest):
     """What to count; also the form fields beside an uploaded file."""
 
     level: Literal["word", "char"] = Field("word", description="count words or characters")
-    n: list[Order] = Field(
+    n: Orders = Field(
         default_factory=lambda: [1, 2, 3],
-        description=f"orders to count, each 1..{MAX_N}",
+        description=f"the order to count, or a list of distinct orders; each 1..{MAX_N}",
         examples=[[1, 2, 3]],
     )
     top_k: int = Field(10, ge=1, le=MAX_TOP_K, description="entries per table")

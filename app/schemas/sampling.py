@@ -16,7 +16,9 @@ from app.errors import InvalidInput
 from models.generate import BAN, SamplingParams
 from models.text import Tokenizer
 
-MAX_SEED = 2**63 - 1
+# Seeds travel as JSON numbers: a browser holds integers exactly only up to 2**53 - 1
+# (Number.MAX_SAFE_INTEGER), so larger seeds are refused rather than silently rounded.
+MAX_SEED = 2**53 - 1
 MAX_TOP_K = 1000
 MAX_NGRAM = 20
 MAX_WINDOW = 8192  # longer than any text a request can make (prompt + generated)

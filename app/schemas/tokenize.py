@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from app.schemas import ResponseBody, StrictRequest, Text, model_field
 from models.text import Tokenizer
@@ -58,13 +58,40 @@ class TokenizeResponse(ResponseBody):
     unknown_tokens: int = Field(description="tokens missing from the vocabulary (id 0, <unk>)")
 
 
+TokenIds = list[Annotated[int, Field(ge=0, le=MAX_ID)]]
+
+
 class DetokenizeRequest(StrictRequest):
     model: str | None = model_field()  # type: ignore[assignment]
-    ids: list[Annotated[int, Field(ge=0, le=MAX_ID)]] = Field(
+    ids: TokenIds | None = Field(
+        None,
         max_length=MAX_IDS,
-        description="token ids, each below the model's vocabulary size (see /v1/models)",
+        description="token ids, each below the model's vocabulary size (see /v1/models); "
+        "give this or `tokens`",
         examples=[[3, 1, 4, 1, 5]],
     )
+    tokens: TokenIds | None = Field(
+        None,
+        max_length=MAX_IDS,
+        description="the same as `ids`, under the name vLLM and llama.cpp use; give one of them",
+    )
+
+    @model_validator(mode="after")
+    def _one_list(self) -> DetokenizeRequest:
+        if (self.ids is None) == (self.tokens is None):
+            raise ValueError("give exactly one of `ids` and `tokens` (the token ids)")
+        return self
+
+    @property
+    def ids_name(self) -> str:
+        """The name the client used for its ids, for error messages."""
+        return "ids" if self.ids is not None else "tokens"
+
+    @property
+    def token_ids(self) -> list[int]:
+        ids = self.ids if self.ids is not None else self.tokens
+        assert ids is not None  # checked by _one_list
+        return ids
 
 
 class DetokenizeResponse(ResponseBody):

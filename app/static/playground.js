@@ -23,12 +23,11 @@ async function apiError(response) {
   return new Error(message);
 }
 
-// GET without a body; POST a body object, or JSON text already made (see withSeed).
+// GET without a body; POST a body object as JSON.
 async function api(path, body, init = {}) {
-  const json = typeof body === "string" ? body : JSON.stringify(body);
   const response = await fetch(path, body === undefined
     ? { headers: headers(false), ...init }
-    : { method: "POST", headers: headers(), body: json, ...init });
+    : { method: "POST", headers: headers(), body: JSON.stringify(body), ...init });
   if (!response.ok) throw await apiError(response);
   return response;
 }
@@ -104,20 +103,9 @@ async function* sseEvents(response) {
       buffer = buffer.slice(cut + 2);
       if (data === "[DONE]") return;
       if (!data) continue;
-      const event = JSON.parse(data);
-      const seed = data.match(/"seed": ?(\d+)/); // exact digits: seeds pass 2^53
-      if (seed) event.seed = seed[1];
-      yield event;
+      yield JSON.parse(data);
     }
   }
-}
-
-// Seeds run to 2^63 - 1, past JavaScript's exact integers: the typed digits go into the
-// JSON text unchanged (anything else goes as a string, for the server's 422 to name).
-function withSeed(body, seed) {
-  const json = JSON.stringify(body);
-  if (seed === "") return json;
-  return `${json.slice(0, -1)},"seed":${/^\d{1,19}$/.test(seed) ? seed : JSON.stringify(seed)}}`;
 }
 
 let generation = null; // the AbortController of the running generation
@@ -139,19 +127,24 @@ async function generate() {
   };
   if ($("min-p").value.trim() !== "") body.min_p = num("min-p");
   if ($("show-logprobs").checked) body.logprobs = DIST_TOP;
+  // Seeds are at most 2^53 - 1, so a JSON number carries them exactly both ways; a larger
+  // typed seed rounds to 2^53 or more, which the server refuses with a 422 naming it.
+  if ($("seed").value.trim() !== "") body.seed = num("seed");
   for (const id of ["gen-prefix", "gen-text", "gen-usage"]) $(id).textContent = "";
+  $("reuse-seed").hidden = true;
   $("gen-finish").textContent = "…";
   $("dist").hidden = true;
   tokens = [];
   generation = new AbortController();
   $("stop").disabled = false;
   try {
-    const json = withSeed(body, $("seed").value.trim());
-    const response = await api("/v1/generate", json, { signal: generation.signal });
+    const response = await api("/v1/generate", body, { signal: generation.signal });
     for await (const event of sseEvents(response)) {
       if (event.prefix !== undefined) {
         $("gen-prefix").textContent = event.prefix;
         $("gen-usage").textContent = `seed ${event.seed}`;
+        $("reuse-seed").dataset.seed = String(event.seed);
+        $("reuse-seed").hidden = false;
       } else if (event.usage) {
         const u = event.usage;
         $("gen-usage").textContent += ` · ${u.prompt_tokens} prompt + ${u.completion_tokens}` +
@@ -309,6 +302,9 @@ document.addEventListener("DOMContentLoaded", () => {
       if (span && (pin || !pinned)) showDistribution(span, pin);
     });
   }
+  // The seed a generation used (a random one included) goes back into the box, so the
+  // next run reproduces it.
+  $("reuse-seed").addEventListener("click", () => { $("seed").value = $("reuse-seed").dataset.seed; });
   bind("generate-form", "gen-error", generate);
   bind("perplexity-form", "ppl-error", score);
   bind("compare-form", "cmp-error", compareModels);

@@ -119,3 +119,29 @@ def test_unknown_model_and_bad_json(client: TestClient) -> None:
         "/v1/generate", content=b"{oops", headers={"content-type": "application/json"}
     )
     assert_error(bad, 400, "body", "JSON")
+
+
+JS_MAX_SAFE_INTEGER = 2**53 - 1  # the largest integer a JavaScript number holds exactly
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/generate", {"prefix": "time ", "max_new_tokens": 3}),
+        ("/v1/completions", {"prompt": "time ", "max_tokens": 3}),
+    ],
+)
+def test_seeds_stay_within_what_javascript_holds_exactly(client: TestClient, path, body) -> None:
+    assert client.post(path, json={**body, "seed": JS_MAX_SAFE_INTEGER}).status_code == 200
+    too_big = client.post(path, json={**body, "seed": JS_MAX_SAFE_INTEGER + 1})
+    assert_error(too_big, 422, "seed", str(JS_MAX_SAFE_INTEGER))
+
+
+def test_the_largest_seed_comes_back_exactly_and_random_seeds_fit_in_a_double(
+    client: TestClient,
+) -> None:
+    body = {"prefix": "time ", "max_new_tokens": 3, "n": 2}
+    out = gen(client, **body, seed=JS_MAX_SAFE_INTEGER)
+    assert out["seed"] == JS_MAX_SAFE_INTEGER
+    random_seeds = [gen(client, **body)["seed"] for _ in range(20)]
+    assert all(0 <= s <= JS_MAX_SAFE_INTEGER for s in random_seeds), random_seeds

@@ -144,3 +144,18 @@ def test_non_finite_numbers_are_rejected(client: TestClient, number: bytes) -> N
         "/v1/forecast", content=raw, headers={"content-type": "application/json"}
     )
     assert_error(response, 422, "noise", "finite")
+
+
+def test_a_single_order_may_be_a_plain_integer(client: TestClient) -> None:
+    text = "a b a c a b"
+    as_int = client.post("/v1/ngrams", json={"text": text, "n": 2, "top_k": 3})
+    as_list = client.post("/v1/ngrams", json={"text": text, "n": [2], "top_k": 3})
+    assert as_int.status_code == 200, as_int.text
+    assert as_int.json() == as_list.json()
+    assert [t["n"] for t in as_int.json()["tables"]] == [2]
+    plot = client.post("/v1/ngrams/plot", json={"text": text, "n": 1, "width": 300, "height": 200})
+    assert plot.status_code == 200, plot.text
+    assert png_size(plot.content) == (300, 200)
+    assert_error(client.post("/v1/ngrams", json={"text": text, "n": 7}), 422, "n", "6")
+    assert_error(client.post("/v1/ngrams", json={"text": text, "n": 0}), 422, "n")
+    assert_error(client.post("/v1/ngrams", json={"text": text, "n": "2"}), 422, "n")

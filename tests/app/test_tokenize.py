@@ -86,3 +86,15 @@ def test_stop_strings_a_model_can_never_generate_are_refused(client: TestClient)
         json={"model": "char-lstm", "prompt": "the ", "stop": ["\n\n"], "max_tokens": 3},
     )
     assert cleaned.status_code == 200  # completions apply the bundle's rule to stop strings
+
+
+def test_detokenize_takes_tokens_as_vllm_names_them(client: TestClient) -> None:
+    ids = post(client, "/v1/tokenize", text="the time machine")["ids"]
+    by_tokens = post(client, "/v1/detokenize", tokens=ids)
+    assert by_tokens == post(client, "/v1/detokenize", ids=ids)
+    assert by_tokens["text"] == "the time machine"
+    size = client.get("/v1/models/char-lstm").json()["vocab_size"]
+    assert_error(client.post("/v1/detokenize", json={"tokens": [1, size]}), 422, "tokens.1")
+    both = client.post("/v1/detokenize", json={"ids": ids, "tokens": ids})
+    assert_error(both, 422, None, "exactly one", "ids", "tokens")
+    assert_error(client.post("/v1/detokenize", json={}), 422, None, "exactly one")

@@ -187,23 +187,52 @@ def test_generation_streams_into_the_page(driver: Any, url: str) -> None:
     assert received[0]["mimeType"] == "text/event-stream"
 
 
-def test_generation_keeps_large_seeds_exact_and_shows_422s(driver: Any, url: str) -> None:
-    seed = str(2**63 - 1)  # past JavaScript's exact integers
-    fill(driver, "seed", seed)
+def generate_and_wait(driver: Any) -> str:
+    """Click Generate, wait for the finish reason, return the generated text."""
+    driver.find_element(By.ID, "generate").click()
+    wait_for(
+        driver,
+        lambda d: text_of(d, "gen-finish") not in ("-", "…") or text_of(d, "gen-error"),
+        "the generation never finished",
+    )
+    return str(driver.find_element(By.ID, "gen-text").get_attribute("textContent"))
+
+
+def test_a_random_seed_is_shown_and_reused(driver: Any, url: str) -> None:
+    fill(driver, "seed", "")
+    fill(driver, "max-new-tokens", "40")
+    first = generate_and_wait(driver)
+    assert text_of(driver, "gen-error") == "" and text_of(driver, "gen-finish") == "length"
+    shown = text_of(driver, "gen-usage").split()[1]  # "seed N · ..."
+    assert shown.isdigit()
+    reuse = driver.find_element(By.ID, "reuse-seed")
+    assert reuse.is_displayed()
+    reuse.click()
+    assert driver.find_element(By.ID, "seed").get_attribute("value") == shown
+    assert generate_and_wait(driver) == first  # the same seed gives the same text
+    assert f"seed {shown}" in text_of(driver, "gen-usage")
+
+
+def test_the_largest_seed_stays_exact_and_a_larger_one_is_a_422(driver: Any, url: str) -> None:
+    largest = str(2**53 - 1)  # JavaScript's largest exact integer
+    fill(driver, "seed", largest)
     fill(driver, "max-new-tokens", "5")
-    driver.find_element(By.ID, "generate").click()
-    wait_for(driver, lambda d: text_of(d, "gen-finish") == "length", "no finish reason")
-    assert f"seed {seed}" in text_of(driver, "gen-usage")  # the server read it unrounded
-    fill(driver, "temperature", "9")
-    driver.find_element(By.ID, "generate").click()
-    error = wait_for(driver, lambda d: text_of(d, "gen-error"), "the 422 was swallowed")
-    assert error.startswith("422") and "temperature" in error
+    generate_and_wait(driver)
+    assert text_of(driver, "gen-finish") == "length"
+    assert f"seed {largest}" in text_of(driver, "gen-usage")  # the server read it unrounded
+    fill(driver, "seed", str(2**53 + 1))
+    generate_and_wait(driver)
+    error = text_of(driver, "gen-error")
+    assert error.startswith("422") and "seed" in error and largest in error
     assert text_of(driver, "gen-finish") == "error"
-    fill(driver, "temperature", "0.8")  # back to the first test's output, for the screenshot
     fill(driver, "seed", "7")
+    fill(driver, "temperature", "9")
+    generate_and_wait(driver)
+    error = text_of(driver, "gen-error")
+    assert error.startswith("422") and "temperature" in error
+    fill(driver, "temperature", "0.8")  # back to the first test's output, for the screenshot
     fill(driver, "max-new-tokens", "120")
-    driver.find_element(By.ID, "generate").click()
-    wait_for(driver, lambda d: text_of(d, "gen-finish") == "length", "no finish reason")
+    generate_and_wait(driver)
     assert text_of(driver, "gen-error") == ""
 
 
