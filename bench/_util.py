@@ -1,23 +1,20 @@
-"""Shared by the benchmark scripts: the machine description, timing, a live server."""
+"""Shared by the benchmark scripts: the machine description, timing, the book, a live server."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import platform
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import torch
 
+from scripts.book import find_book
+from scripts.live_server import LiveServer, live_server
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("RNNLM_DATA_DIR", ROOT.parent / "shared" / "data"))
-BOOK = DATA_DIR / "timemachine.txt"
 
 
 def machine() -> str:
@@ -44,44 +41,12 @@ def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
     return min(times)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def book_path() -> Path:
+    """The book's corpus: RNNLM_DATA_DIR, the cache, or a verified download (scripts/book.py)."""
+    return find_book(download=True)
 
 
-@contextlib.contextmanager
-def live_server(env: dict[str, str] | None = None) -> Iterator[tuple[str, float, int]]:
-    """uvicorn on the committed bundles; yields (url, seconds from spawn to /ready, pid)."""
-    port = free_port()
-    full_env = {**os.environ, "RNNLM_DATA_DIR": str(DATA_DIR), "RNNLM_LOG_LEVEL": "warning"}
-    full_env |= env or {}
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "app.main:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=ROOT,
-        env=full_env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError("server exited")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.02)
-        yield url, time.perf_counter() - started, process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+def serve(env: dict[str, str] | None = None) -> contextlib.AbstractContextManager[LiveServer]:
+    """The service on the committed bundles, reading named corpora where the book is."""
+    corpora = {"RNNLM_DATA_DIR": str(book_path().parent)}
+    return live_server(ROOT / "checkpoints", corpora | (env or {}))

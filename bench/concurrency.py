@@ -20,7 +20,7 @@ import time
 
 import httpx
 
-from bench._util import live_server, machine
+from bench._util import machine, serve
 
 # Every per-row control that costs work each step, on at once (beam search: bench.generation).
 CONTROLS = {
@@ -96,8 +96,8 @@ def main() -> None:
     args = parser.parse_args()
     print(json.dumps({"machine": machine()}))
     env = {"RNNLM_DEFAULT_MODEL": args.model} if args.model else {}
-    with live_server(env) as (url, _, _pid):
-        print(json.dumps(asyncio.run(measure(url, args.clients, args.tokens))))
+    with serve(env) as server:
+        print(json.dumps(asyncio.run(measure(server.url, args.clients, args.tokens))))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._util import BOOK, DATA_DIR, best_of, machine
+from bench._util import best_of, book_path, machine
 from models.bundle import load_bundle, save_bundle
 from models.score import score_ids
 from training.config import DataConfig
@@ -31,8 +31,9 @@ def main() -> None:
     parser.add_argument("--smoothing", default="kn")
     args = parser.parse_args()
     print(json.dumps({"machine": machine(), "load_average": os.getloadavg()}))
-    tokens = load_tokens(DataConfig(data_dir=DATA_DIR, allow_download=False))
-    book = tokens.tokenizer.encode(BOOK.read_text()).ids
+    book_file = book_path()
+    tokens = load_tokens(DataConfig(data_dir=book_file.parent, allow_download=False))
+    book = tokens.tokenizer.encode(book_file.read_text()).ids
     for order in args.orders:
         started = time.perf_counter()
         model = count_model(tokens, NgramSettings(order, args.smoothing))

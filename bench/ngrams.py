@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from bench._util import BOOK, best_of, live_server, machine
+from bench._util import best_of, book_path, machine, serve
 from models.ngrams import NgramCounter, count_file
 from models.text import clean
 
@@ -60,7 +60,7 @@ def posted(client: httpx.Client, body: bytes) -> list[list[tuple[str, int]]]:
 
 
 def two_megabytes() -> str:
-    book = BOOK.read_text()
+    book = book_path().read_text()
     return (book * (2_000_000 // len(book) + 1))[:2_000_000]
 
 
@@ -95,7 +95,7 @@ def child(path: str, level: str, method: str) -> None:
 
 
 def large(megabytes: int, skip_counter: bool) -> None:
-    book = BOOK.read_bytes()
+    book = book_path().read_bytes()
     with tempfile.NamedTemporaryFile(suffix=".txt", delete=False) as f:
         written = 0
         while written < megabytes * 1_000_000:
@@ -131,7 +131,7 @@ def main() -> None:
     expected = book_way(raw)
     # Encoded once: the client's own JSON encoding is not the service's time.
     body = json.dumps({"text": raw, "level": "word", "n": [1, 2, 3], "top_k": 1000}).encode()
-    with live_server() as (url, _, _pid), httpx.Client(base_url=url, timeout=60) as client:
+    with serve() as server, httpx.Client(base_url=server.url, timeout=60) as client:
         same = ours(raw) == expected and posted(client, body) == expected
         counter_s, ours_s = best_of(lambda: book_way(raw)), best_of(lambda: ours(raw))
         http_s = best_of(lambda: posted(client, body))

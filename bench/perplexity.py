@@ -18,7 +18,7 @@ import time
 import httpx
 import torch
 
-from bench._util import BOOK, ROOT, live_server, machine
+from bench._util import ROOT, book_path, machine, serve
 from models.bundle import load_bundle
 from models.rnn import LanguageModel
 from models.score import score_ids
@@ -40,12 +40,12 @@ def main() -> None:
     parser.add_argument("--baseline-chars", type=int, default=20000, help="baseline sample size")
     args = parser.parse_args()
     print(json.dumps({"machine": machine()}))
-    text = BOOK.read_text()
+    text = book_path().read_text()
     bundle = load_bundle(ROOT / "checkpoints" / args.model)
     assert bundle.tokenizer is not None and isinstance(bundle.model, LanguageModel)
     ids = bundle.tokenizer.encode(text).ids
-    server = live_server({"RNNLM_DEFAULT_MODEL": args.model})
-    with server as (url, _, _pid), httpx.Client(base_url=url, timeout=600) as c:
+    server = serve({"RNNLM_DEFAULT_MODEL": args.model})
+    with server as live, httpx.Client(base_url=live.url, timeout=600) as c:
         c.post("/v1/perplexity", json={"text": text[:2000]}).raise_for_status()  # warm-up
         timings = []
         for _ in range(3):

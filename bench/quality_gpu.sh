@@ -11,8 +11,10 @@
 set -uo pipefail
 OUT="${OUT:-runs/quality-gpu}"
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 RNNLM_DATA_DIR="${RNNLM_DATA_DIR:-$PWD/../shared/data}"
+export PYTHONUNBUFFERED=1
 PY="${PY:-python3}"
+# The book: RNNLM_DATA_DIR, the cache, or a verified download; stop here if none works.
+"$PY" -c 'from scripts.book import find_book; print("book:", find_book(download=True))' || exit 1
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 

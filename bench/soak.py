@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from bench._util import live_server, machine
+from bench._util import machine, serve
 
 WORDS = [
     "the",
@@ -154,8 +154,8 @@ def main() -> int:
     # CPU jobs may wait up to 3 x slots deep: sized so that the soak's own clients never
     # meet the overload answer (503), which has tests of its own.
     slots = max(2, -(-args.workers // 3))
-    with live_server({"RNNLM_MAX_CONCURRENT_SCORING": str(slots)}) as (url, _, pid):
-        result = asyncio.run(soak(url, pid, args.seconds, args.workers))
+    with serve({"RNNLM_MAX_CONCURRENT_SCORING": str(slots)}) as server:
+        result = asyncio.run(soak(server.url, server.process.pid, args.seconds, args.workers))
     print(json.dumps(result))
     bad = result["server_errors"] or result["mismatches"] or result["transport_errors"]
     return 1 if bad else 0

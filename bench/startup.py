@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench._util import live_server, machine
+from bench._util import machine, serve
 
 
 def main() -> None:
@@ -18,8 +18,8 @@ def main() -> None:
     print(json.dumps({"machine": machine()}))
     times = []
     for _ in range(args.runs):
-        with live_server() as (_, seconds, _pid):
-            times.append(seconds)
+        with serve() as server:
+            times.append(server.startup_s)
     print(json.dumps({"seconds_to_ready": times, "best": min(times), "worst": max(times)}))
 
 

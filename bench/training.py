@@ -20,7 +20,7 @@ import time
 import torch
 from torch import nn
 
-from bench._util import DATA_DIR, machine
+from bench._util import book_path, machine
 from models.rnn import LMConfig, build_model
 from models.score import token_nll
 from training.batches import random_batches
@@ -63,7 +63,7 @@ def main() -> None:
     print(json.dumps({"machine": machine()}))
     device = torch.device(args.device)
     optim = OptimConfig()
-    data = load_tokens(DataConfig(data_dir=DATA_DIR, allow_download=False))
+    data = load_tokens(DataConfig(data_dir=book_path().parent, allow_download=False))
     limit = args.batches * optim.batch_size * optim.num_steps + optim.num_steps * 2
     ids = data.train_ids[:limit].to(device)
     results = {}

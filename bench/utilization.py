@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from bench._util import live_server, machine
+from bench._util import machine, serve
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -88,9 +88,11 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=200, help="tokens per request")
     args = parser.parse_args()
     print(json.dumps({"machine": machine(), "cpus_available": len(os.sched_getaffinity(0))}))
-    with live_server() as (url, _, pid):
+    with serve() as server:
         for clients in args.clients:
-            result = asyncio.run(level(url, pid, clients, args.seconds, args.tokens))
+            result = asyncio.run(
+                level(server.url, server.process.pid, clients, args.seconds, args.tokens)
+            )
             print(json.dumps(result), flush=True)
 
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import anyio
 import httpx
 import pytest
 from fastapi.testclient import TestClient
@@ -20,6 +18,8 @@ from app.main import create_app
 from app.registry import Registry
 from app.settings import Settings
 from models.forecast import SineConfig
+from models.rnn import RNNLM, LanguageModel, RNNScratch
+from scripts.live_server import LiveServer, live_server
 from tests.conftest import DATA_DIR, TINY_TEXT, tiny_train_config
 from training.loop import train
 from training.sine import train_sine
@@ -50,25 +50,92 @@ def make_settings(checkpoint_dir: Path, **kw: object) -> Settings:
     return Settings(checkpoint_dir=checkpoint_dir, **(defaults | kw))  # type: ignore[arg-type]
 
 
-def wait_ready(client: TestClient, timeout: float = 30.0) -> None:
+# How long a test waits for something that takes milliseconds before calling it a failure:
+# generous, so that a machine many times slower than this one still passes.
+PATIENCE_S = 120.0
+
+
+def wait_ready(client: TestClient) -> None:
+    """Block until the app under `client` has loaded its bundles (its own `loaded` event)."""
+    services = client.app.state.services  # type: ignore[attr-defined]
+
+    async def loaded() -> None:
+        with anyio.fail_after(PATIENCE_S):
+            await services.loaded.wait()
+
+    assert client.portal is not None, "use the TestClient as a context manager"
+    client.portal.call(loaded)
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = PATIENCE_S) -> None:
+    """Poll `condition` until it holds: for state only another process or thread changes
+    and that nothing signals. The interval only sets how soon a success is seen."""
     deadline = time.monotonic() + timeout
-    while client.get("/ready").status_code != 200:
-        assert time.monotonic() < deadline, "service never became ready"
-        time.sleep(0.02)
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
 
 
 @pytest.fixture
-def slow_loading(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+def slow_loading(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
     """Apps created in the test stay loading (503 on /ready) until the event is set."""
     gate = threading.Event()
     real = Registry.load_all
 
     def slow_load(self: Registry) -> None:
-        gate.wait(10)
+        gate.wait(PATIENCE_S)
         real(self)
 
     monkeypatch.setattr(Registry, "load_all", slow_load)
-    return gate
+    yield gate
+    gate.set()
+
+
+class ModelGate:
+    """Holds every language model's forward pass and decoding step while closed.
+
+    A test that needs a request still running (a full batch, a time limit passing) closes
+    the gate: the request then runs exactly until the test opens it, on any machine.
+    `entered` is set once a model call is waiting at the closed gate.
+    """
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self._open = threading.Event()
+        self._open.set()
+
+    @contextlib.contextmanager
+    def closed(self) -> Iterator[ModelGate]:
+        self.entered.clear()
+        self._open.clear()
+        try:
+            yield self
+        finally:
+            self.open()
+
+    def open(self) -> None:
+        self._open.set()
+
+    def pass_through(self) -> None:
+        if not self._open.is_set():
+            self.entered.set()
+            assert self._open.wait(PATIENCE_S), "the test never opened the model gate"
+
+
+@pytest.fixture
+def model_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModelGate]:
+    gate = ModelGate()
+    for cls in (RNNLM, RNNScratch):
+        for method in ("forward", "step"):
+            real = getattr(cls, method)
+
+            def gated(self: LanguageModel, *args: Any, _real: Any = real, **kw: Any) -> Any:
+                gate.pass_through()
+                return _real(self, *args, **kw)
+
+            monkeypatch.setattr(cls, method, gated)
+    yield gate
+    gate.open()
 
 
 @pytest.fixture(scope="module")
@@ -94,62 +161,26 @@ def assert_error(response, status: int, param: str | None = None, *words: str) -
     return error
 
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(checkpoint_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """uvicorn serving the tiny bundles as a real process on a free port, once /ready is 200."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "RNNLM_CHECKPOINT_DIR": str(checkpoint_dir),
-        "RNNLM_DATA_DIR": str(DATA_DIR),
-        "RNNLM_ALLOW_DOWNLOAD": "false",
-        "RNNLM_LOG_LEVEL": "warning",
-    }
-    command = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--timeout-graceful-shutdown", "30"]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(process.stdout.read().decode() if process.stdout else "exited")
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError("server did not become ready")
-        time.sleep(0.1)
+def server_env() -> dict[str, str]:
+    """A live server reads the book from where the tests found it, and never downloads."""
+    env = {"RNNLM_ALLOW_DOWNLOAD": "false"}
+    if DATA_DIR is not None:
+        env["RNNLM_DATA_DIR"] = str(DATA_DIR)
+    return env
 
 
 @contextlib.contextmanager
-def running_server(checkpoint_dir: Path) -> Iterator[str]:
-    """A live server's base URL for the block; the process is stopped after it."""
-    process, url = start_server(checkpoint_dir)
-    try:
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+def running_server(checkpoint_dir: Path) -> Iterator[LiveServer]:
+    """uvicorn serving the tiny bundles as a real process on a free port, for the block."""
+    with live_server(checkpoint_dir, server_env()) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
 def server(checkpoint_dir: Path) -> Iterator[str]:
     """The base URL of a live server shared by the end-to-end tests."""
-    with running_server(checkpoint_dir) as url:
-        yield url
+    with running_server(checkpoint_dir) as live:
+        yield live.url
 
 
 def active_sequences(url: str) -> int:

@@ -70,8 +70,8 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 def url(request: pytest.FixtureRequest) -> Iterator[str]:
     served = os.environ.get("RNNLM_BROWSER_CHECKPOINTS")
     bundles = Path(served) if served else request.getfixturevalue("checkpoint_dir")
-    with running_server(bundles) as base:
-        yield base
+    with running_server(bundles) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")
@@ -284,7 +284,7 @@ def test_perplexity_box_scores_text_and_shows_api_errors(driver: Any, url: str) 
     wait_for(driver, lambda d: text_of(d, "ppl-value") not in ("", "-", "…"), "no perplexity")
 
 
-def test_ngram_table_and_forecast_plots_render(driver: Any, url: str) -> None:
+def test_ngram_table_and_forecast_plots_render(driver: Any, url: str, book_path: Path) -> None:
     driver.find_element(By.ID, "count").click()
     wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#ng-tables table"), "no tables")
     assert len(driver.find_elements(By.CSS_SELECTOR, "#ng-tables table")) == 3

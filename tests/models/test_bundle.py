@@ -119,10 +119,11 @@ models = []
 for seed in (1, 2):
     torch.manual_seed(seed)
     models.append(build_model(LMConfig("lstm", 28, 256, 2)))
-print("ready", flush=True)
 i = 0
 while True:
     save_bundle(Path(sys.argv[1]), models[i % 2], tok, metrics={"seed": 1 + i % 2})
+    if i == 0:
+        print("saved", flush=True)
     i += 1
 """
 
@@ -142,15 +143,15 @@ def test_kill_9_at_any_moment_of_a_save_leaves_a_loadable_bundle(tmp_path: Path)
             text=True,
             cwd=Path(__file__).resolve().parents[2],
         )
-        assert saver.stdout is not None and saver.stdout.readline() == "ready\n"
-        time.sleep(rng.uniform(0.05, 0.6))
+        # Wait for one whole save, then kill at a random moment of the saves that follow:
+        # the delay picks the moment (what the test is about), it synchronises nothing.
+        assert saver.stdout is not None and saver.stdout.readline() == "saved\n"
+        time.sleep(rng.uniform(0.0, 0.5))
         saver.kill()  # SIGKILL: no cleanup of any kind
         saver.wait()
-        if not path.exists():
-            continue  # killed before the very first save completed
         bundle = load_bundle(path)  # never half-written
         seen.add(bundle.metrics["seed"])
-    assert seen, "no save ever completed"
+    assert seen <= {1, 2}
 
 
 def test_optional_curves_are_hashed_and_checked(tmp_path: Path, char_tokenizer: Tokenizer) -> None:
