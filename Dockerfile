@@ -8,6 +8,7 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS build
 # torch from PyTorch's own index: the CPU build by default, TORCH_VARIANT=cu128 (say) for
 # CUDA; or, with TORCH_WHEELS=1, the wheel put in wheels/ (for machines without that index).
+# torch alone (--no-deps): its dependencies come with the others, pinned by constraints.txt.
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_VARIANT=cpu
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/${TORCH_VARIANT}
@@ -16,15 +17,16 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
 COPY wheels/ /tmp/wheels/
 # Torch's C++ headers, test binaries and protoc build and test torch itself: not served.
-RUN if [ "$TORCH_WHEELS" = 1 ]; then pip install /tmp/wheels/torch-"$TORCH_VERSION"*.whl; \
-    else pip install --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION"; fi \
+RUN if [ "$TORCH_WHEELS" = 1 ]; then pip install --no-deps /tmp/wheels/torch-"$TORCH_VERSION"*.whl; \
+    else pip install --no-deps --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION"; fi \
     && torch=$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/torch \
     && rm -rf "$torch/include" "$torch/test" \
     && find "$torch/bin" -type f ! -name torch_shm_manager -delete
-# The dependencies in their own layer, rebuilt only when pyproject.toml changes.
-COPY pyproject.toml /src/
+# The dependencies in their own layer, rebuilt only when pyproject.toml or the pins change:
+# the versions of constraints.txt (`make lock`), so an image built later has the same ones.
+COPY pyproject.toml constraints.txt /src/
 RUN python -c "import tomllib; deps = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies']; print(*deps, sep='\n')" >/tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+    && pip install -c /src/constraints.txt -r /tmp/requirements.txt
 COPY README.md /src/
 COPY models/ /src/models/
 COPY app/ /src/app/

@@ -1,32 +1,77 @@
 # One entry point for set-up, tests, training and serving. Every target bootstraps the
-# virtual environment on first use: the pinned CPU torch wheel first, then the project.
+# virtual environment on first use: the pinned CPU torch wheel first, then the project,
+# every version pinned by constraints.txt (`make lock` regenerates it).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION := 2.13.0
-DATA_DIR ?= $(abspath ../shared/data)
+CONSTRAINTS := constraints.txt
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Named corpora (the book): RNNLM_DATA_DIR when set; else DATA_DIR, which defaults to a
+# shared/data directory beside the clone when there is one; else the cache and a verified
+# download (`make book`).
+DATA_DIR ?= $(if $(wildcard ../shared/data/.),$(abspath ../shared/data))
+ifneq ($(DATA_DIR),)
 export RNNLM_DATA_DIR ?= $(DATA_DIR)
+endif
 
-.PHONY: install test test-all lint fmt models mixture serve bench clean docker-check docker-smoke k8s-check
+.PHONY: install lock book check test test-all test-browser test-faults test-lmeval fuzz soak \
+	lint fmt models mixture serve bench clean docker-check docker-smoke k8s-check
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==$(TORCH_VERSION)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c $(CONSTRAINTS) torch==$(TORCH_VERSION)
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
 
-test: install
+# Pins every dependency of every extra for Python 3.11+ on any platform, from PyPI, with
+# torch at the version above. As constraints (not requirements) the CUDA packages that
+# PyPI's torch names stay inert beside the CPU wheel.
+lock:
+	test -x $(VENV)/bin/uv || { test -x $(PY) || $(PYTHON) -m venv $(VENV); $(PY) -m pip install -q uv; }
+	printf 'torch==%s\n' $(TORCH_VERSION) | $(VENV)/bin/uv pip compile pyproject.toml - \
+		--all-extras --universal --python-version 3.11 --native-tls --quiet \
+		--custom-compile-command 'make lock' -o $(CONSTRAINTS)
+
+# Finds the book (data dir, cache) or downloads it into the cache, checked by sha1. Never
+# fails: offline, the tests that need the book skip and say how to supply it.
+book: install
+	$(PY) -m scripts.book
+
+# The fast checks, exactly as CI runs them (also .pre-commit-config.yaml).
+check: install book
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
-test-all: install
-	$(PY) -m pytest -q -m 'not gpu and not docker'
+test: check
+
+# Every test: the fast checks, the playground in a real browser, kill -9 fault injection
+# over many rounds, fuzzing of the live API, lm-evaluation-harness as a client, and a
+# short soak (all of .ci/run but the deployment checks: `make k8s-check docker-smoke`).
+test-all: check test-browser test-faults fuzz test-lmeval soak
+
+test-browser: install book
+	scripts/browser-test.sh
+
+test-lmeval: install
+	$(PY) -m pytest -q -m lmeval tests/app/test_lm_eval.py
+
+KILL_ROUNDS ?= 40
+test-faults: install
+	RNNLM_KILL_ROUNDS=$(KILL_ROUNDS) $(PY) -m pytest -q tests/models/test_bundle.py -k kill_9
+
+FUZZ_EXAMPLES ?= 40
+fuzz: install book
+	scripts/fuzz.sh $(FUZZ_EXAMPLES)
+
+SOAK_SECONDS ?= 60
+soak: install book
+	$(PY) -m bench.soak --seconds $(SOAK_SECONDS) --workers 16
 
 lint: install
 	$(PY) -m ruff check .

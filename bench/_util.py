@@ -47,6 +47,5 @@ def book_path() -> Path:
 
 
 def serve(env: dict[str, str] | None = None) -> contextlib.AbstractContextManager[LiveServer]:
-    """The service on the committed bundles, reading named corpora where the book is."""
-    corpora = {"RNNLM_DATA_DIR": str(book_path().parent)}
-    return live_server(ROOT / "checkpoints", corpora | (env or {}))
+    """The service on the committed bundles; it finds named corpora as `make serve` does."""
+    return live_server(ROOT / "checkpoints", env)

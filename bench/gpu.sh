@@ -7,8 +7,10 @@
 set -uo pipefail
 OUT="${OUT:-runs/gpu}"
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 RNNLM_DATA_DIR="${RNNLM_DATA_DIR:-$PWD/../shared/data}"
+export PYTHONUNBUFFERED=1
 PY="${PY:-python3}"
+# The book: RNNLM_DATA_DIR, the cache, or a verified download; stop here if none works.
+"$PY" -c 'from scripts.book import find_book; print("book:", find_book(download=True))' || exit 1
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 
@@ -30,18 +32,17 @@ fi
 } 2>&1 | tee "$OUT/bench.jsonl"
 
 RNNLM_DEVICE=cuda "$PY" - <<'EOF' 2>&1 | tee "$OUT/service.txt"
-import os
-
 import httpx
-from bench._util import live_server
+from bench._util import book_path, serve
 
-with live_server({"RNNLM_DEVICE": "cuda"}) as (url, seconds, _):
-    print(f"ready after {seconds:.1f} s")
+with serve({"RNNLM_DEVICE": "cuda"}) as server:
+    url = server.url
+    print(f"ready after {server.startup_s:.1f} s")
     models = httpx.get(f"{url}/v1/models").json()["data"]
     print({m["id"]: m.get("device") for m in models})
     body = {"prefix": "time traveller ", "max_new_tokens": 60, "temperature": 0}
     print(httpx.post(f"{url}/v1/generate", json=body, timeout=60).json()["choices"][0])
-    text = open(os.environ["RNNLM_DATA_DIR"] + "/timemachine.txt").read()[:20000]
+    text = book_path().read_text()[:20000]
     r = httpx.post(f"{url}/v1/perplexity", json={"text": text}, timeout=60).json()
     print({k: r[k] for k in ("perplexity", "tokens_scored")})
 EOF

