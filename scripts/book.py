@@ -19,8 +19,9 @@ from models.corpus import BUILTIN, CorpusError, resolve_corpus
 
 NAME = "timemachine"
 SUPPLY = (
-    f"set RNNLM_DATA_DIR to a directory holding {BUILTIN[NAME].filename} "
-    f"(sha1 {BUILTIN[NAME].sha1}), or run `make book` on a machine with internet access"
+    f"to supply it, set RNNLM_DATA_DIR=DIR, a directory holding {BUILTIN[NAME].filename} "
+    f"(sha1 {BUILTIN[NAME].sha1}), or run `make book` with internet access to download it "
+    "into the cache"
 )
 
 
@@ -55,7 +56,7 @@ def main() -> int:
     try:
         print(f"book: {find_book(download=True)}")
     except CorpusError as exc:
-        print(f"book: not available ({exc}); the tests that need it will skip. {SUPPLY}")
+        print(f"book: not available: {exc}.\nThe tests that need it will skip; {SUPPLY}.")
     return 0
 
 

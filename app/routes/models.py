@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
-from app.deps import ServicesDep
+from app.deps import ModelId, ServicesDep
 from app.errors import Conflict, responses
 from app.registry import describe
-from app.schemas import ResponseBody
+from app.schemas import MODEL_NAME, ResponseBody
 from app.schemas.tokenize import TokenizerRule
 from models.arpa import ArpaError, arpa_chunks, arpa_tokens, check_exportable
 from models.ngram_lm import NgramLM
@@ -65,7 +65,7 @@ async def list_models(services: ServicesDep) -> ModelList:
 
 
 @router.get("/{model_id}", response_model=ModelCard, responses=responses(404))
-async def get_model(model_id: str, services: ServicesDep) -> ModelCard:
+async def get_model(model_id: ModelId, services: ServicesDep) -> ModelCard:
     """One bundle's card."""
     return _card(services, model_id)
 
@@ -78,7 +78,12 @@ async def get_model(model_id: str, services: ServicesDep) -> ModelCard:
         **responses(404, 409),
     },
 )
-async def get_arpa(model_id: str, services: ServicesDep) -> StreamingResponse:
+async def get_arpa(
+    model_id: Annotated[
+        str, Path(pattern=MODEL_NAME, description="an n-gram model", examples=["char-kn10"])
+    ],
+    services: ServicesDep,
+) -> StreamingResponse:
     """An n-gram model in the ARPA backoff format (as KenLM and SRILM read it).
 
     The space token is written `<sp>` (ARPA separates tokens by whitespace); `<s>` and

@@ -10,7 +10,7 @@ from tests.app.conftest import assert_error, make_settings, png_size, wait_ready
 from tests.models.test_ngrams import BOOK_BIGRAMS, BOOK_TRIGRAMS, BOOK_UNIGRAMS
 
 
-def test_the_books_tables_through_the_api(client: TestClient) -> None:
+def test_the_books_tables_through_the_api(client: TestClient, book_path) -> None:
     body = client.post("/v1/ngrams", json={"corpus": "timemachine", "n": [1, 2, 3], "top_k": 10})
     assert body.status_code == 200, body.text
     tables = {t["n"]: t for t in body.json()["tables"]}
@@ -67,7 +67,7 @@ def test_unknown_or_missing_corpus_is_404(client: TestClient, checkpoint_dir, tm
 
 
 @pytest.mark.parametrize(("width", "height"), [(640, 480), (300, 200)])
-def test_zipf_plot_png_has_the_requested_size(client: TestClient, width, height) -> None:
+def test_zipf_plot_png_has_the_requested_size(client: TestClient, book_path, width, height) -> None:
     r = client.get(f"/v1/ngrams/plot?corpus=timemachine&n=1&n=2&n=3&width={width}&height={height}")
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert png_size(r.content) == (width, height)
