@@ -1,0 +1,52 @@
+"""The repository stands on its own: every dependency pinned, nothing pointing outside it."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Places outside the repository that code, tests and scripts must never name (spelled in
+# pieces so that this file does not name them either).
+OUTSIDE = ("../" + "shared", "DESIGN" + ".md", "STYLE" + ".md")
+CODE_DIRS = ("app", "models", "training", "tests", "bench", "scripts")
+
+
+def normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def declared_dependencies() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        requirements += extra
+    return {normalized(re.match(r"[A-Za-z0-9._-]+", r).group()) for r in requirements}  # type: ignore[union-attr]
+
+
+def pins() -> dict[str, str]:
+    text = (ROOT / "constraints.txt").read_text()
+    return {normalized(m[1]): m[2] for m in re.finditer(r"^([A-Za-z0-9._-]+)==(\S+)", text, re.M)}
+
+
+def test_every_dependency_of_every_extra_is_pinned() -> None:
+    missing = declared_dependencies() - set(pins())
+    assert not missing, f"{sorted(missing)} not in constraints.txt: run `make lock`"
+
+
+def test_torch_is_pinned_at_the_version_every_install_uses() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    version = re.search(r"^TORCH_VERSION := (\S+)$", makefile, re.M)
+    assert version is not None
+    assert pins()["torch"] == version[1]
+
+
+def test_nothing_refers_outside_the_repository() -> None:
+    offenders = []
+    for folder in CODE_DIRS:
+        for path in (ROOT / folder).rglob("*"):
+            if path.is_file() and path.suffix in {".py", ".sh", ".js", ".html", ".css", ".md"}:
+                text = path.read_text(errors="replace")
+                offenders += [f"{path.relative_to(ROOT)}: {w}" for w in OUTSIDE if w in text]
+    assert not offenders
