@@ -28,9 +28,7 @@ BOOK = "timemachine"  # an example naming the book's corpus needs it on this mac
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """The service on the committed bundles, as a user trying the examples meets it."""
-    settings = make_settings(ROOT / "checkpoints").model_copy(
-        update={"cache_dir": tmp_path_factory.mktemp("cache")}
-    )
+    settings = make_settings(ROOT / "checkpoints", cache_dir=tmp_path_factory.mktemp("cache"))
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
         yield client
