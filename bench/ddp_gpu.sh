@@ -9,8 +9,10 @@
 set -uo pipefail
 OUT="${OUT:-runs/gpu}"
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 RNNLM_DATA_DIR="${RNNLM_DATA_DIR:-$PWD/../shared/data}"
+export PYTHONUNBUFFERED=1
 PY="${PY:-python3}"
+# The book: RNNLM_DATA_DIR, the cache, or a verified download; stop here if none works.
+"$PY" -m scripts.book --require || exit 1
 GPUS=$(nvidia-smi -L | wc -l)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1
 

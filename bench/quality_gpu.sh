@@ -14,7 +14,7 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 PY="${PY:-python3}"
 # The book: RNNLM_DATA_DIR, the cache, or a verified download; stop here if none works.
-"$PY" -c 'from scripts.book import find_book; print("book:", find_book(download=True))' || exit 1
+"$PY" -m scripts.book --require || exit 1
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 

@@ -6,7 +6,8 @@ against the book's sha1. The tests and benchmarks only look (they never need the
 `make book` (run by `make test`) is the step that may download, and it never fails: offline,
 it says what is missing and the tests that need the book skip, naming it.
 
-    python -m scripts.book   # print the book's path, downloading it into the cache if needed
+    python -m scripts.book             # print the book's path, downloading it if needed
+    python -m scripts.book --require   # the same, but exit 1 when it cannot be had
 """
 
 from __future__ import annotations
@@ -52,10 +53,14 @@ def missing_reason() -> str | None:
     return None
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    required = "--require" in (sys.argv[1:] if argv is None else argv)
     try:
         print(f"book: {find_book(download=True)}")
     except CorpusError as exc:
+        if required:
+            print(f"book: not available: {exc}; {SUPPLY}.", file=sys.stderr)
+            return 1
         print(f"book: not available: {exc}.\nThe tests that need it will skip; {SUPPLY}.")
     return 0
 
