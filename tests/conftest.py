@@ -18,6 +18,7 @@ from models.text import Tokenizer, Vocab
 from scripts.book import find_book, missing_reason
 from training.config import TrainConfig
 
+ROOT = Path(__file__).resolve().parents[1]
 BOOK_MISSING = missing_reason()
 # The directory the service under test reads named corpora from (None: it has none).
 DATA_DIR: Path | None = None if BOOK_MISSING else find_book().parent
