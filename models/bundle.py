@@ -89,11 +89,14 @@ def save_bundle(
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     extra_files: dict[str, bytes] | None = None,
+    weights_dtype: torch.dtype | None = None,
 ) -> None:
     """Write a bundle to `path` atomically, replacing any bundle already there.
 
     `extra_files` (names from OPTIONAL_FILES, e.g. the curves PNG) go into the same atomic
     write and the same hash list, so a reader never sees them out of step with the weights.
+    `weights_dtype` (e.g. float16) stores the floating-point weights at that precision to
+    keep a large bundle small; loading casts them back to the model's own dtype.
     """
     path = Path(path)
     name = path.name
@@ -112,6 +115,10 @@ def save_bundle(
     if not is_dataclass(model_config) or isinstance(model_config, type):
         raise BundleError(name, f"a {type(module).__name__}'s config must be a dataclass")
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    if weights_dtype is not None:
+        tensors = {
+            k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in tensors.items()
+        }
     files = {WEIGHTS: save(tensors), METRICS: _json_bytes(metrics or {}), **extra_files}
     if tokenizer is not None:
         files[VOCAB] = tokenizer.vocab.to_json().encode()

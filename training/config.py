@@ -155,6 +155,11 @@ class TrainConfig:
         "prints one every 10; 0 = after the last epoch only",
         ge=0,
     )
+    weights_dtype: Literal["float32", "float16"] = option(
+        "float32",
+        "precision of the weights the bundle stores: float16 halves the file of a large "
+        "model (it is still served in float32)",
+    )
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

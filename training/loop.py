@@ -200,7 +200,8 @@ def save_epoch(
     best = best_epoch(history)
     curves = png(curves_figure(history, config.out.name, best, clip=config.optim.clip))
     metrics = lm_metrics(history, **extra)
-    save_bundle(config.out, best_model, tokenizer, info, metrics, {CURVES: curves})
+    dtype = getattr(torch, config.weights_dtype)
+    save_bundle(config.out, best_model, tokenizer, info, metrics, {CURVES: curves}, dtype)
     save_resume(config, model, best_model, optimizer, history)
 
 

@@ -35,6 +35,20 @@ def test_round_trip(bundle: Path, char_tokenizer: Tokenizer) -> None:
     ]
 
 
+def test_half_precision_weights_halve_the_file_and_load_as_float32(
+    tmp_path: Path, bundle: Path, char_tokenizer: Tokenizer
+) -> None:
+    model = tiny_lm("gru")
+    half = tmp_path / "tiny-gru-half"
+    save_bundle(half, model, char_tokenizer, weights_dtype=torch.float16)
+    full_size = (bundle / "weights.safetensors").stat().st_size
+    assert (half / "weights.safetensors").stat().st_size < 0.6 * full_size
+    loaded = load_bundle(half)
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+    for name, value in loaded.model.state_dict().items():
+        torch.testing.assert_close(value, model.state_dict()[name].half().float())
+
+
 def test_forecaster_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = Forecaster(ForecasterConfig())

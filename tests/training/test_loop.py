@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from models.bundle import load_bundle
 from tests.conftest import tiny_train_config
@@ -47,6 +48,15 @@ def test_a_tiny_run_learns_and_writes_a_bundle(tmp_path: Path, tiny_corpus: Path
     assert bundle.metrics["best_epoch"] == metrics["best_epoch"]
     assert bundle.config["training"]["corpus_sha1"]
     assert all(e["tokens_per_s"] > 0 and e["train_ppl"] > 1 for e in metrics["epochs"])
+
+
+def test_weights_dtype_float16_stores_half_precision(tmp_path: Path, tiny_corpus: Path) -> None:
+    config = small_config(tmp_path, tiny_corpus, epochs=1, weights_dtype="float16")
+    train(config)
+    with safe_open(str(config.out / "weights.safetensors"), "pt") as f:
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118
+    assert dtypes == {"F16"}
+    assert load_bundle(config.out).config["training"]["weights_dtype"] == "float16"
 
 
 def test_same_seed_same_weights(tmp_path: Path, tiny_corpus: Path) -> None:
