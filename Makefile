@@ -90,14 +90,16 @@ clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info
 
 # The committed default bundles: one seeded command each, with one torch thread on the CPU
-# (bit-reproducible on the same machine type; see README, "Models"). The committed
-# char-lstm came from LSTM_DEVICE=cuda (bench/gpu.sh, 28 s on an H200; about 40 min here).
+# (bit-reproducible on the same machine type; see README, "Models"). The committed LSTMs
+# came from LSTM_DEVICE=cuda (bench/quality_gpu.sh: about 70 s each on an H200, side by
+# side; hours on 1 CPU thread here).
 LSTM_DEVICE ?= cpu
 models: install
 	$(PY) -m training --threads 1 lm --out checkpoints/char-lstm --arch lstm --num-layers 2 \
 		--num-hiddens 384 --embed-size 64 --dropout 0.5 --optimizer adamw --lr 0.002 \
 		--weight-decay 0.01 --schedule cosine --batch-size 32 --num-steps 100 --epochs 40 \
 		--seed 0 --device $(LSTM_DEVICE)
+	DEVICE=$(LSTM_DEVICE) PY=$(PY) THREADS=1 OUT=runs/lstms bench/quality_gpu.sh
 	$(PY) -m training --threads 1 lm --out checkpoints/char-rnn-scratch --arch rnn_scratch \
 		--num-hiddens 512 --optimizer sgd --lr 1 --clip 1 --batch-size 32 --num-steps 35 \
 		--epochs 100 --seed 0 --device cpu
@@ -106,9 +108,8 @@ models: install
 
 # The default model (README, "Models"): the n-gram component, counted from the training
 # split, and the mixture of MIX_RNNS with it, its weights fit on the validation split
-# (deterministic). With RNNs trained on a GPU (bench/quality_gpu.sh), name them:
-#     make mixture MIX_RNNS="char-lstm-768 char-lstm-768-s1"
-MIX_RNNS ?= char-lstm
+# (deterministic). The RNN components are those of `make models`.
+MIX_RNNS ?= char-lstm-512 char-lstm
 mixture: install
 	$(PY) -m training --threads 1 ngram --out checkpoints/char-kn10 --order 10 --smoothing kn
 	$(PY) -m training --threads 1 mixture --out checkpoints/char-mix --components $(MIX_RNNS) char-kn10
