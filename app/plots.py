@@ -16,6 +16,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from models.curves import curves_figure
 from models.forecast import ForecastResult
 
 DPI = 100
@@ -126,3 +127,16 @@ def surprisal_plot(
     ax.set_title("per-token surprisal")
     fig.colorbar(image, ax=ax, label="bits")
     return render(fig, fmt, width, height)
+
+
+def training_curves(
+    history: Sequence[dict[str, Any]],
+    name: str,
+    best_epoch: int | None,
+    clip: float | None,
+    fmt: str,
+    width: int,
+    height: int,
+) -> bytes:
+    """The bundle's training curves by epoch, the figure training saves as curves.png."""
+    return render(curves_figure(history, name, best_epoch, clip, width, height), fmt, width, height)

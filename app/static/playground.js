@@ -84,6 +84,7 @@ async function loadModels() {
   } catch (error) {
     $("models-error").textContent = error.message;
   }
+  await showTraining();
 }
 
 // Server-sent events from a fetch body, parsed as they arrive: one JSON object per event.
@@ -285,6 +286,32 @@ async function compareModels() {
   await showImage("cmp-plot", "/v1/compare/plot", { ...body, format: "png", width: 1000, height: 100 + 60 * models.length });
 }
 
+// The selected model's history (GET /v1/models/{id}/training) and its curves.
+async function showTraining() {
+  const id = $("model").value;
+  for (const el of ["tr-summary", "tr-samples", "tr-error"]) $(el).textContent = "";
+  const img = $("tr-curves");
+  if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
+  img.removeAttribute("src");
+  if (!id) return;
+  try {
+    const path = `/v1/models/${encodeURIComponent(id)}`;
+    const report = await (await api(`${path}/training`)).json();
+    const s = report.settings;
+    const last = report.epochs[report.epochs.length - 1];
+    const best = report.epochs.find((e) => e.epoch === report.best_epoch) || last;
+    const fixed = (v, d = 3) => (v === null || v === undefined ? "-" : v.toFixed(d));
+    $("tr-summary").textContent = `${report.epochs.length} epochs of ${s.arch || "?"}` +
+      ` (${s.optimizer || "?"}, lr ${s.lr ?? "?"}, clip ${s.clip ?? "-"}, ${s.sampling || "?"} sampling)` +
+      ` · weights of epoch ${best.epoch}: train ppl ${fixed(best.train_ppl)},` +
+      ` held-out ppl ${fixed(best.val_ppl)} · last epoch ${fixed(last.tokens_per_s, 0)} tokens/s`;
+    if (report.samples) $("tr-samples").textContent = Object.values(report.samples).join("\n");
+    await showImage("tr-curves", `${path}/curves?format=png&width=560`);
+  } catch (error) {
+    $("tr-error").textContent = error.message;
+  }
+}
+
 async function plotForecast() {
   const body = { figure: $("fc-figure").value, k_steps: list("fc-k_steps"), format: "png" };
   for (const f of ["T", "tau", "num_train", "noise", "epochs", "seed"]) body[f] = num(`fc-${f}`);
@@ -294,6 +321,7 @@ async function plotForecast() {
 document.addEventListener("DOMContentLoaded", () => {
   if (document.body.dataset.auth === "bearer") $("key-box").hidden = false;
   $("api-key").addEventListener("change", loadModels);
+  $("model").addEventListener("change", showTraining);
   $("stop").addEventListener("click", () => generation && generation.abort());
   for (const [type, pin] of [["mouseover", false], ["click", true]]) {
     $("gen-text").addEventListener(type, (event) => {

@@ -18,7 +18,14 @@ def test_root_serves_the_playground_page(client: TestClient) -> None:
     assert r.headers["content-type"].startswith("text/html")
     assert "<title>rnnlm playground</title>" in r.text
     assert '<body data-auth="none">' in r.text
-    for element in ('id="model"', 'id="generate"', 'id="ppl-text"', 'id="ng-plot"', 'id="fc-plot"'):
+    for element in (
+        'id="model"',
+        'id="generate"',
+        'id="ppl-text"',
+        'id="ng-plot"',
+        'id="fc-plot"',
+        'id="tr-curves"',
+    ):
         assert element in r.text
 
 

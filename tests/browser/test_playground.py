@@ -298,6 +298,27 @@ def test_ngram_table_and_forecast_plots_render(driver: Any, url: str, book_path:
     screenshot(driver, "playground.png", full_page=True)
 
 
+def test_the_selected_models_training_curves_render(driver: Any, url: str) -> None:
+    driver.get(url)
+    loaded = "const i = document.getElementById(arguments[0]); return i.complete && i.naturalWidth"
+    wait_for(driver, lambda d: d.execute_script(loaded, "tr-curves"), "no training curves")
+    assert "epochs of" in text_of(driver, "tr-summary")
+    assert text_of(driver, "tr-samples").startswith("time traveller")
+    first = driver.execute_script("return document.getElementById('tr-curves').src")
+    select = driver.find_element(By.ID, "model")
+    other = next(o for o in select.find_elements(By.TAG_NAME, "option") if not o.is_selected())
+    other.click()  # another model: its own history and curves
+    wait_for(
+        driver,
+        lambda d: (
+            d.execute_script(loaded, "tr-curves")
+            and d.execute_script("return document.getElementById('tr-curves').src") != first
+        ),
+        "the curves did not follow the selected model",
+    )
+    assert text_of(driver, "tr-error") == ""
+
+
 def test_swagger_ui_renders_offline(driver: Any, url: str) -> None:
     driver.get(url + "/docs")
     wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock"), "Swagger UI is blank")
