@@ -220,15 +220,26 @@ def _epoch_out(record: Record) -> EpochOut:
     )
 
 
+# Bundle kinds that are not trained epoch by epoch, and what to read instead.
+NO_EPOCHS = {
+    "ngram": "an n-gram model is counted from its corpus, not trained epoch by epoch (its "
+    "held-out perplexity is in its metrics.json and /v1/models/{id})",
+    "mixture": "a mixture only fits the weights of trained models (see its components' histories)",
+}
+
+
 def _history(services: ServicesDep, model_id: str) -> tuple[Bundle, list[Record]]:
     """The bundle and its per-epoch records, or a 404 saying why there are none."""
     bundle = services.registry.get(model_id)
     epochs = epochs_of(bundle.metrics)
     if not epochs:
+        reason = NO_EPOCHS.get(
+            bundle.kind,
+            "its metrics.json holds no per-epoch records (a bundle saved without them, such "
+            "as one written before rnnlm recorded them)",
+        )
         raise NotFound(
-            f"model {model_id!r} has no recorded training history: its metrics.json holds no "
-            "per-epoch records (a bundle saved without them, such as one written before "
-            "rnnlm recorded them)",
+            f"model {model_id!r} has no recorded training history: {reason}",
             param="model_id",
             code="no_training_history",
         )

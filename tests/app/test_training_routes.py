@@ -12,6 +12,9 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from models.bundle import load_bundle, save_bundle
 from tests.app.conftest import assert_error, make_settings, png_size, wait_ready
+from tests.conftest import TINY_TEXT
+from training.config import DataConfig
+from training.ngram import NgramRun, train_ngram
 
 FIGURES = ("grad_norm_mean", "grad_norm_max", "clipped_fraction", "steps", "tokens_per_s", "lr")
 
@@ -89,6 +92,9 @@ def old_bundles(
     save_bundle(root / "old-history", gru.model, gru.tokenizer, training, {"epochs": old})
     odd = {"epochs": [{"epoch": 1, "train_ppl": "high", "lr": True, "steps": 3.0}, "junk"]}
     save_bundle(root / "odd-history", gru.model, gru.tokenizer, training, odd)
+    corpus = root.parent / "ngram-corpus.txt"
+    corpus.write_text(TINY_TEXT)
+    train_ngram(NgramRun(out=root / "char-kn3", data=DataConfig(corpus=str(corpus))))
     with TestClient(create_app(make_settings(root))) as c:
         wait_ready(c)
         yield c
@@ -106,6 +112,12 @@ def test_a_model_without_history_is_a_404_with_the_reason(
         "no recorded training history",
     )
     assert error["code"] == "no_training_history"
+
+
+def test_an_ngram_model_is_a_404_saying_it_is_counted(old_bundles: TestClient) -> None:
+    assert_error(
+        old_bundles.get("/v1/models/char-kn3/training"), 404, "model_id", "'char-kn3'", "counted"
+    )
 
 
 def test_an_older_history_has_null_gradient_figures(old_bundles: TestClient) -> None:
