@@ -28,6 +28,7 @@ from app.schemas.completions import (
     CompletionRequest,
     CompletionResponse,
     PromptCleanup,
+    StopCleanup,
     check_prompt_sizes,
 )
 from app.streams import Completion
@@ -56,7 +57,7 @@ def read_prompts(name: str, tokenizer: Tokenizer, body: CompletionRequest) -> li
     """Every prompt of a request as token ids; 422 naming the prompt at fault.
 
     Token ids must lie in the vocabulary. Texts are cleaned; with `strict_cleanup` a text
-    (or stop string) that cleanup would change is refused, otherwise the change is noted.
+    that cleanup would change is refused, otherwise the change is noted.
     """
     prompts = []
     size = len(tokenizer.vocab)
@@ -97,17 +98,26 @@ def read_prompts(name: str, tokenizer: Tokenizer, body: CompletionRequest) -> li
         check_prompt_sizes([len(p.ids) for p in prompts], "tokens")
     except ValueError as exc:
         raise InvalidInput(f"prompt: {exc}", param="prompt", code="prompt_too_long") from None
-    if body.strict_cleanup:
-        for s in body.stop_list():
-            cleaned = tokenizer.encode(s).cleaned
-            if cleaned != s:
-                raise InvalidInput(
-                    f"stop: the bundle's cleanup would change the stop string {s!r} into "
-                    f"{cleaned!r}",
-                    param="stop",
-                    code="cleanup_changes_stop",
-                )
     return prompts
+
+
+def changed_stops(tokenizer: Tokenizer, body: CompletionRequest) -> list[StopCleanup]:
+    """The stop strings the bundle's rule changes (generation matches the changed text);
+    with `strict_cleanup`, a 422 naming the first one instead."""
+    changed = []
+    for i, stop in enumerate(body.stop_list()):
+        cleaned = tokenizer.rule.apply(stop)
+        if cleaned == stop:
+            continue
+        if body.strict_cleanup:
+            raise InvalidInput(
+                f"stop.{i}: the bundle's cleanup would change the stop string {stop!r} into "
+                f"{cleaned!r} ({tokenizer.rule.describe()})",
+                param=f"stop.{i}",
+                code="cleanup_changes_stop",
+            )
+        changed.append(StopCleanup(index=i, cleaned=cleaned))
+    return changed
 
 
 class CompletionFormat:
@@ -120,6 +130,7 @@ class CompletionFormat:
         body: CompletionRequest,
         prompts: Sequence[Prompt],
         prompt_scores: Sequence[Score] | None,
+        stop_cleanup: Sequence[StopCleanup] = (),
     ) -> None:
         self.id = f"cmpl-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
@@ -133,7 +144,8 @@ class CompletionFormat:
 
         cleanups = [p.cleanup for p in prompts if p.cleanup is not None]
         self.prompt_cleanup = cleanups or None
-        self._streamed = False  # a stream carries prompt_cleanup on its first chunk
+        self.stop_cleanup = list(stop_cleanup) or None
+        self._streamed = False  # a stream carries the cleanup reports on its first chunk
 
     def _prompt_logprobs(self, prompt: Prompt, score: Score) -> CompletionLogprobs:
         pieces = prompt.pieces
@@ -184,6 +196,7 @@ class CompletionFormat:
             choices=choices,
             usage=usage,
             prompt_cleanup=self.prompt_cleanup if first else None,
+            stop_cleanup=self.stop_cleanup if first else None,
         )
 
     def response(

@@ -18,7 +18,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from app import sse, streams
-from app.completions import CompletionFormat, read_prompts
+from app.completions import CompletionFormat, changed_stops, read_prompts
 from app.deps import ServedModel, ServicesDep, language_model_at, language_model_of
 from app.schemas.completions import CompletionRequest, CompletionResponse
 from app.schemas.sampling import MAX_SEED
@@ -38,9 +38,9 @@ async def create_completion(
     A prompt is a text or the model's token ids (one list, or a list of lists). Texts and
     stop strings are normalized with the bundle's rule (`tokenizer` in /v1/models; the
     book's: non-letters to spaces, lower case) and the echoed text is the normalized
-    prompt, as the model read it; `prompt_cleanup` lists the texts the rule changed, and
-    `strict_cleanup` refuses them instead. Token ids are read as they are, the same as the
-    text they stand for. Each prompt is its own request to the model's scheduler; choice
+    prompt, as the model read it; `prompt_cleanup` and `stop_cleanup` list what the rule
+    changed, and `strict_cleanup` refuses it instead. Token ids are read as they are, the
+    same as the text they stand for. Each prompt is its own request to the model's scheduler; choice
     `p * n + i` is choice i of prompt p. With `best_of`, best_of completions per prompt are
     sampled (seeds seed to seed + best_of - 1) and the n with the highest total
     log-probability come back, best first. Log-probabilities are the model's own (before
@@ -48,6 +48,7 @@ async def create_completion(
     `data: [DONE]`.
     """
     prompts = read_prompts(lm.name, lm.tokenizer, body)
+    stop_cleanup = changed_stops(lm.tokenizer, body)
     scores = None
     if body.echo and body.logprobs is not None:  # all prompts side by side, in one job
         texts = [(e.ids, 1) for e in prompts]
@@ -58,7 +59,7 @@ async def create_completion(
     stop = lm.stop_strings(body.stop_list(), apply_rule=True)
     params = body.to_params(seed, lm.tokenizer, stop)
     requests = lm.scheduler.submit_all([e.ids for e in prompts], params, stream=body.stream)
-    out = CompletionFormat(lm.name, lm.tokenizer, body, prompts, scores)
+    out = CompletionFormat(lm.name, lm.tokenizer, body, prompts, scores, stop_cleanup)
     timeout = services.settings.request_timeout_s
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage

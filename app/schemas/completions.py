@@ -329,6 +329,13 @@ class PromptCleanup(ResponseBody):
     first_change: int = Field(description="the first character position that differs")
 
 
+class StopCleanup(ResponseBody):
+    """A stop string that the bundle's rule changed: generation stops at `cleaned`."""
+
+    index: int = Field(description="which stop string")
+    cleaned: str = Field(description="the stop string as generation matches it")
+
+
 class CompletionResponse(ResponseBody):
     """A completion, or (streaming) one chunk of one."""
 
@@ -342,4 +349,10 @@ class CompletionResponse(ResponseBody):
         None,
         description="the text prompts that cleanup changed (null when none did; in a stream, "
         "on the first chunk); token ids are never changed. `strict_cleanup` refuses them",
+    )
+    stop_cleanup: list[StopCleanup] | None = Field(
+        None,
+        description='the stop strings the rule changed (e.g. "\\n\\n" to " " under the '
+        "book's rule, which then stops at the next space); null when none; in a stream, on "
+        "the first chunk. `strict_cleanup` refuses them",
     )

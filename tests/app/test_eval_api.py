@@ -181,6 +181,16 @@ def test_cleanup_of_a_text_prompt_is_reported(client: TestClient) -> None:
     assert scored(client, ids_of(client, "The Time!"))["prompt_cleanup"] is None
 
 
+def test_cleanup_of_a_stop_string_is_reported(client: TestClient) -> None:
+    """lm-eval's usual stop, a blank line, is a single space under the book's rule: the
+    response says so (generation then ends at the first space)."""
+    body = {"prompt": ids_of(client, "the time "), "max_tokens": 20, "temperature": 0}
+    out = ok(client.post("/v1/completions", json={**body, "stop": ["\n\n", "machine"]}))
+    assert out["stop_cleanup"] == [{"index": 0, "cleaned": " "}]
+    assert " " not in out["choices"][0]["text"]
+    assert ok(client.post("/v1/completions", json={**body, "stop": "was"}))["stop_cleanup"] is None
+
+
 def test_cleanup_report_leads_a_stream(client: TestClient) -> None:
     body = {"prompt": "The Time", "max_tokens": 3, "stream": True, "echo": True}
     with client.stream("POST", "/v1/completions", json=body) as r:
@@ -188,6 +198,7 @@ def test_cleanup_report_leads_a_stream(client: TestClient) -> None:
     chunks = [json.loads(e) for e in events[:-1]]
     assert chunks[0]["prompt_cleanup"] == [{"index": 0, "cleaned": "the time", "first_change": 0}]
     assert all(c["prompt_cleanup"] is None for c in chunks[1:])
+    assert all(c["stop_cleanup"] is None for c in chunks)
 
 
 def test_strict_cleanup_refuses_a_changed_prompt_or_stop(client: TestClient) -> None:
@@ -195,8 +206,8 @@ def test_strict_cleanup_refuses_a_changed_prompt_or_stop(client: TestClient) -> 
     response = client.post("/v1/completions", json={"prompt": ["ok ", "The end"], **strict})
     error = assert_error(response, 422, "prompt", "prompt 1", "character 0")
     assert "'The end'" in error["message"] and "'the end'" in error["message"]
-    response = client.post("/v1/completions", json={"prompt": "ok ", "stop": "\n\n", **strict})
-    assert_error(response, 422, "stop", "'\\n\\n'")
+    stop = {"prompt": "ok ", "stop": ["ok", "\n\n"], **strict}
+    assert_error(client.post("/v1/completions", json=stop), 422, "stop.1", "'\\n\\n'", "' '")
     assert ok(client.post("/v1/completions", json={"prompt": "the time ", **strict}))
     assert ok(client.post("/v1/completions", json={"prompt": ids_of(client, "The!"), **strict}))
 
