@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from app import sse
-from app.errors import APIError, InvalidInput
+from app.errors import InvalidInput
 from app.schemas import Usage
 from app.schemas.completions import (
     CompletionChoice,
@@ -239,10 +239,8 @@ class CompletionFormat:
     async def chunks(
         self, merged: AsyncIterator[tuple[int, list[Delta]]], include_usage: bool
     ) -> AsyncIterator[bytes]:
-        """Server-sent chunks: echoed prompts first, then each delta as it comes, [DONE].
-
-        An error once the stream has begun (a timeout) arrives as an `error` event, which
-        the openai SDK raises as an APIError."""
+        """Server-sent chunks: echoed prompts first, then each delta as it comes (app/sse.py
+        ends the stream, with an error event first if it fails, e.g. a timeout)."""
         offsets, tokens = {}, {}
         for p in range(len(self.prompts)):
             head, head_logprobs = self._head(p)
@@ -250,21 +248,16 @@ class CompletionFormat:
                 offsets[p * self.n + i], tokens[p * self.n + i] = len(head), 0
                 if self.echo:
                     yield self._chunk(p * self.n + i, head, head_logprobs, None)
-        try:
-            async for p, deltas in merged:
-                for d in deltas:
-                    index = p * self.n + d.index
-                    logprobs = self._logprobs(d.logprobs, offsets[index]) if self.logprobs else None
-                    offsets[index] += sum(len(self.tokenizer.piece(t.token)) for t in d.logprobs)
-                    tokens[index] = d.tokens
-                    yield self._chunk(index, d.text, logprobs, d.finish_reason)
-        except APIError as exc:
-            yield sse.error_event(exc)
-        else:
-            if include_usage:
-                usage = self._usage(sum(tokens.values()))
-                yield sse.event(self._response([], usage, first=False).model_dump())
-        yield sse.DONE
+        async for p, deltas in merged:
+            for d in deltas:
+                index = p * self.n + d.index
+                logprobs = self._logprobs(d.logprobs, offsets[index]) if self.logprobs else None
+                offsets[index] += sum(len(self.tokenizer.piece(t.token)) for t in d.logprobs)
+                tokens[index] = d.tokens
+                yield self._chunk(index, d.text, logprobs, d.finish_reason)
+        if include_usage:
+            usage = self._usage(sum(tokens.values()))
+            yield sse.event(self._response([], usage, first=False).model_dump())
 
 
 def _join(a: CompletionLogprobs, b: CompletionLogprobs) -> CompletionLogprobs:

@@ -9,6 +9,7 @@ uploaded files are counted per request.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ class CorpusInfo:
     source: Literal["data_dir", "builtin"]
     size: int | None  # bytes; None for a built-in corpus not fetched yet
     sha256: str | None
+
+
+log = logging.getLogger(__name__)
 
 
 class CorpusCounts:
@@ -61,8 +65,11 @@ class CorpusCounts:
                 allow_download=self.settings.allow_download,
             )
         except CorpusError as exc:
+            log.warning("corpus %r not found: %s", name, exc)  # where it looked: for the operator
             raise NotFound(
-                f"{exc} (data dir: {self.settings.data_dir})",
+                f"corpus {name!r} is not available on this server: its operator can set "
+                "RNNLM_DATA_DIR to a directory holding it, or allow its download "
+                "(RNNLM_ALLOW_DOWNLOAD)",
                 param="corpus",
                 code="corpus_not_found",
             ) from exc

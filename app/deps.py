@@ -75,6 +75,7 @@ class Services:
     language_models: dict[str, ServedModel] = field(default_factory=dict)
     default_lm: str | None = None
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    load_error: str | None = None  # why loading failed as a whole (not one bundle)
     draining: bool = False
 
     @property
@@ -116,6 +117,8 @@ def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     if services.draining:
         raise Overloaded("the service is shutting down", retry_after=5)
+    if services.load_error is not None:
+        raise Overloaded(f"the service failed to load its models: {services.load_error}")
     if not services.loaded.is_set():
         raise Overloaded("the service is still loading its models", retry_after=2)
     return services

@@ -10,6 +10,7 @@ and on shutdown refuses new work and lets in-flight requests finish.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.metadata
 import logging
 import signal
@@ -25,7 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from app import errors
-from app.auth import require_api_key
+from app.auth import RequireKey, bearer
 from app.corpora import CorpusCounts
 from app.deps import ServedModel, Services
 from app.forecasts import Forecasts
@@ -92,6 +93,15 @@ async def _load(services: Services) -> None:
     )
 
 
+def _loading_ended(services: Services, task: asyncio.Task[None]) -> None:
+    """A loading task that failed as a whole is logged and shown by /ready (never silent)."""
+    if task.cancelled() or task.exception() is None:
+        return
+    exc = task.exception()
+    log.error("loading the bundles failed; nothing will be served", exc_info=exc)
+    services.load_error = f"{type(exc).__name__}: {exc}"
+
+
 def _drain_on_signals(services: Services) -> None:
     """On SIGTERM/SIGINT refuse new work with 503 at once, then let uvicorn's own handler
     run its graceful shutdown (in-flight requests finish, then this lifespan exits)."""
@@ -127,6 +137,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.services = services
     _drain_on_signals(services)
     loading = asyncio.create_task(_load(services))
+    loading.add_done_callback(functools.partial(_loading_ended, services))
     try:
         yield
     finally:
@@ -170,7 +181,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, metrics):
         app.include_router(module.router)
     # Only a keyed service documents (and asks for) the bearer scheme.
-    guard = [Depends(require_api_key)] if settings.api_key is not None else []
+    guard = [Depends(bearer)] if settings.api_key is not None else []
     routers = (models, generate, completions, tokenize, perplexity, compare, ngrams, corpora)
     for module in (*routers, forecast):
         app.include_router(module.router, dependencies=guard)
@@ -179,6 +190,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(completions.scoped_router, dependencies=guard)
     _playground(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.api_key is not None:  # outside BodyLimit: no body is read before the 401
+        app.add_middleware(RequireKey, key=settings.api_key.get_secret_value())
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -14,6 +14,16 @@ from app.metrics import Metrics
 
 log = logging.getLogger("app.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Metric labels come from fixed sets: any other method is "other", an unmatched path
+# "unmatched", so no client can add series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+
+
+def printable(text: str) -> str:
+    """`text` for a log line: control characters (and backslashes) escaped, so a request
+    cannot forge lines or terminal sequences in the log."""
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 class RequestLog:
@@ -21,7 +31,8 @@ class RequestLog:
     method, path, status and time when the response ends.
 
     The metrics are labelled by route template (`/v1/models/{model_id}`), never the raw
-    path, so a scanner's random URLs cannot grow the series without bound.
+    path, and by known method, so a scanner's random URLs and methods cannot grow the
+    series without bound.
     """
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
@@ -51,10 +62,16 @@ class RequestLog:
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope["method"]
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(seconds)
+            label = method if method in METHODS else "other"
+            self.metrics.requests.labels(label, route, str(status)).inc()
+            self.metrics.latency.labels(label, route).observe(seconds)
             log.info(
-                "%s %s %d %.1fms id=%s", method, scope["path"], status, seconds * 1e3, request_id
+                "%s %s %d %.1fms id=%s",
+                printable(method),
+                printable(scope["path"]),
+                status,
+                seconds * 1e3,
+                request_id,
             )
 
 

@@ -1,6 +1,7 @@
 """The loaded bundles: discovered in the checkpoint directory, validated, put on the device.
 
-A bundle that fails to load is kept with its reason (shown by /ready and logged) while
+A bundle that fails to load, for any reason (a damaged file, a config the weights do not
+match, running out of memory), is kept with its reason (shown by /ready and logged) while
 the others serve. Requests name models only through `get`, a dictionary lookup, so a
 model name never becomes a filesystem path.
 """

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,7 +26,9 @@ class Settings(BaseSettings):
     data_dir: Path | None = Field(None, description="directory holding named corpora")
     cache_dir: Path = Field(Path.home() / ".cache" / "rnnlm", description="corpus downloads")
     allow_download: bool = Field(True, description="download a named corpus missing locally")
-    api_key: SecretStr | None = Field(None, description="when set, /v1/* needs this bearer key")
+    api_key: SecretStr | None = Field(
+        None, description="when set and not empty, /v1/* needs this bearer key"
+    )
     cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads")
@@ -37,6 +39,13 @@ class Settings(BaseSettings):
     max_concurrent_scoring: int = Field(2, ge=1, description="perplexity/n-gram jobs at once")
     request_timeout_s: float = Field(120.0, gt=0, description="per-request time limit")
     max_body_bytes: int = Field(3 * 1024 * 1024, ge=1024, description="largest request body")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_no_key(cls, value: object) -> object:
+        """`RNNLM_API_KEY=` (compose passes an empty value when the host sets none)."""
+        empty = value == "" or (isinstance(value, SecretStr) and not value.get_secret_value())
+        return None if empty else value
 
 
 @lru_cache

@@ -1,5 +1,6 @@
 """Server-sent events as the streaming routes send them: `data: <json>` events, an error
-event when something fails once the stream has begun, and `data: [DONE]` at the end."""
+event when something fails once the stream has begun, and `data: [DONE]` at the end of
+every stream, failed or not."""
 
 from __future__ import annotations
 
@@ -29,5 +30,15 @@ def error_event(exc: APIError) -> bytes:
     return b"data: " + exc.response().body + b"\n\n"
 
 
+async def _ended(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        async for data in events:
+            yield data
+    except APIError as exc:  # a timeout: the status line has gone, the error goes as an event
+        yield error_event(exc)
+    yield DONE
+
+
 def response(events: AsyncIterator[bytes]) -> StreamingResponse:
-    return StreamingResponse(events, media_type="text/event-stream")
+    """`events` as an SSE response, ended by [DONE] (after an error event if it fails)."""
+    return StreamingResponse(_ended(events), media_type="text/event-stream")

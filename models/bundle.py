@@ -10,13 +10,17 @@
 
 Saving builds the bundle in a temporary sibling directory and swaps it into place in one
 atomic rename, so a crash at any moment leaves either the old bundle or the new one.
-Loading verifies the version and every hash and raises `BundleError(name, reason)`.
+Loading verifies the version and every hash, the shape of every file, and that the sizes
+config.json claims are those of the weights (read from the safetensors header before
+anything is allocated: config.json is covered by no hash); it raises
+`BundleError(name, reason)`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -24,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
 from models.files import NAME_PATTERN, file_digest, is_valid_name, write_dir_atomically
-from models.forecast import Forecaster, ForecasterConfig
+from models.forecast import Forecaster, ForecasterConfig, SineConfig
 from models.mixture import Mixture, MixtureConfig
 from models.ngram_lm import NgramConfig, NgramLM
 from models.rnn import LanguageModel, LMConfig, build_model
@@ -242,6 +246,91 @@ _BUILDERS: dict[str, Callable[[dict[str, Any], Components], nn.Module]] = {
 }
 
 
+# Kinds whose weights are their model's whole state: config.json's sizes are checked
+# against the weights' header before anything is built. Other kinds check their configs
+# themselves (an n-gram model's sizes, a mixture's components) and load strictly.
+SIZED_BY_WEIGHTS = {"char-lm", "word-lm", "byte-lm", "forecaster"}
+# Model config fields that count layers: each adds at least one tensor to the weights.
+COUNT_FIELDS = ("num_layers",)
+
+
+def _weight_shapes(name: str, path: Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape from the safetensors header, reading no tensor data."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as exc:
+        raise BundleError(name, f"{WEIGHTS} is not a readable safetensors file: {exc}") from exc
+
+
+def _build_checked(
+    name: str, config: dict[str, Any], shapes: dict[str, tuple[int, ...]]
+) -> nn.Module:
+    """The model config's builder, once the sizes it claims are known to be the weights'.
+
+    Every size in the config is at most the number of values the weights hold, and every
+    count at most the number of tensors; then the model is built on the meta device (no
+    memory) and its parameter shapes compared with the header's, and only then for real.
+    """
+    model_config = config.get("model")
+    if not isinstance(model_config, dict):
+        raise BundleError(name, f"{CONFIG} has no model object")
+    values = sum(math.prod(shape) for shape in shapes.values())
+    for key, value in model_config.items():
+        limit, what = (len(shapes), "tensors") if key in COUNT_FIELDS else (values, "values")
+        if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+            raise BundleError(
+                name,
+                f"{CONFIG} claims model.{key} = {value}, more than the {limit} {what} "
+                f"{WEIGHTS} holds",
+            )
+    build = _BUILDERS[config["kind"]]
+    try:
+        with torch.device("meta"):
+            skeleton = build(config, {})
+    except (TypeError, ValueError, KeyError) as exc:
+        raise BundleError(name, f"model config cannot be built: {exc}") from exc
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    if expected != shapes:
+        wrong = sorted(
+            k for k in expected.keys() | shapes.keys() if expected.get(k) != shapes.get(k)
+        )
+        first = wrong[0]
+        raise BundleError(
+            name,
+            f"{CONFIG} does not describe the weights: {first} is {shapes.get(first)} in "
+            f"{WEIGHTS} but {expected.get(first)} for the config ({len(wrong)} tensors differ)",
+        )
+    return build(config, {})
+
+
+def _check_metrics(name: str, metrics: object) -> dict[str, Any]:
+    """metrics.json: an object; `epochs` a list of objects; `best_epoch` an int or null."""
+    if not isinstance(metrics, dict):
+        raise BundleError(name, f"{METRICS} must hold a JSON object")
+    epochs = metrics.get("epochs", [])
+    if not isinstance(epochs, list) or not all(isinstance(e, dict) for e in epochs):
+        raise BundleError(name, f"{METRICS}: epochs must be a list of objects")
+    best = metrics.get("best_epoch")
+    if best is not None and (not isinstance(best, int) or isinstance(best, bool)):
+        raise BundleError(name, f"{METRICS}: best_epoch must be an integer or null")
+    return metrics
+
+
+def _check_training(name: str, config: dict[str, Any]) -> None:
+    """`training` is an object; a forecaster's `training.sine` a valid SineConfig (the
+    service compares requests with it)."""
+    training = config.get("training", {})
+    if not isinstance(training, dict):
+        raise BundleError(name, f"{CONFIG}: training must be an object")
+    sine = training.get("sine")
+    if config["kind"] == "forecaster" and sine is not None:
+        try:
+            SineConfig(**sine)
+        except (TypeError, ValueError) as exc:
+            raise BundleError(name, f"{CONFIG}: training.sine is not a sine config: {exc}") from exc
+
+
 def load_bundle(
     path: Path, device: torch.device | str = "cpu", components: Components | None = None
 ) -> Bundle:
@@ -254,8 +343,12 @@ def load_bundle(
     name = path.name
     config = read_config(path)
     kind = config["kind"]
+    _check_training(name, config)
     try:
-        model = _BUILDERS[kind](config, components or {})
+        if kind in SIZED_BY_WEIGHTS:
+            model = _build_checked(name, config, _weight_shapes(name, path / WEIGHTS))
+        else:
+            model = _BUILDERS[kind](config, components or {})
     except ComponentError as exc:
         raise BundleError(name, str(exc)) from exc
     except (TypeError, ValueError, KeyError) as exc:
@@ -284,7 +377,7 @@ def load_bundle(
                 if other.vocab.idx_to_token != vocab.idx_to_token:
                     raise BundleError(name, f"component {part!r} has a different vocabulary")
     try:
-        metrics = json.loads((path / METRICS).read_text(encoding="utf-8"))
+        metrics = _check_metrics(name, json.loads((path / METRICS).read_text(encoding="utf-8")))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(name, f"{METRICS} is not valid JSON") from exc
     model.to(device).eval()
@@ -319,6 +412,13 @@ def load_in_order(
         except BundleError as exc:
             failed[path.name] = exc.reason
             yield path, exc
+            continue
+        except Exception as exc:  # out of memory included, on a GPU too: this bundle only
+            reason = f"failed to load: {type(exc).__name__}: {exc}"
+            failed[path.name] = reason
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # what the failed load held goes back to the GPU
+            yield path, BundleError(path.name, reason)
             continue
         loaded[path.name] = bundle
         yield path, bundle

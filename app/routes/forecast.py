@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 
 from fastapi import APIRouter
@@ -26,8 +27,12 @@ async def _run(body: ForecastRequest, services: ServicesDep) -> tuple[str, Forec
     return await services.jobs.run(services.forecasts.run, body.to_config(), tuple(body.k_steps))
 
 
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
 def _out(p: Predictions) -> PredictionsOut:
-    return PredictionsOut(time=p.time, values=p.values, mse=p.mse)
+    return PredictionsOut(time=p.time, values=[_finite(v) for v in p.values], mse=_finite(p.mse))
 
 
 @router.post("", response_model=ForecastResponse, responses=responses(400, 401, 413, 422, 503))
@@ -38,6 +43,7 @@ async def create_forecast(body: ForecastRequest, services: ServicesDep) -> Forec
     the request (bounded by the caps on T, epochs and sizes). Results are cached.
     """
     name, result = await _run(body, services)
+    predictions = [result.one_step, result.multi_step, *result.k_step.values()]
     return ForecastResponse(
         model=name,
         config=asdict(body.to_config()),
@@ -45,6 +51,7 @@ async def create_forecast(body: ForecastRequest, services: ServicesDep) -> Forec
         one_step=_out(result.one_step),
         multi_step=_out(result.multi_step),
         k_step={str(k): _out(p) for k, p in result.k_step.items()},
+        diverged=not all(math.isfinite(x) for p in predictions for x in (p.mse, *p.values)),
     )
 
 

@@ -76,7 +76,6 @@ async def create_generation(
                     yield sse.event(event)
             usage = Usage.of(len(encoded.ids), sum(completion_tokens))
             yield sse.event({"usage": usage.model_dump()})
-            yield sse.DONE
 
         return sse.response(events())
 

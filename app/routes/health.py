@@ -18,12 +18,13 @@ async def get_health() -> dict[str, str]:
 
 @router.get(
     "/ready",
-    responses={503: {"description": "Still loading its models, or shutting down"}},
+    responses={503: {"description": "Still loading, failed to load, or shutting down"}},
 )
 async def get_ready(request: Request) -> JSONResponse:
-    """Readiness: 200 once the bundles are loaded (listing each one's state), 503 before."""
+    """Readiness: 200 once the bundles are loaded (listing each one's state), 503 before,
+    or with the reason when loading failed as a whole."""
     services: Services = request.app.state.services
-    entries = services.registry.entries.values()
+    entries = list(services.registry.entries.values())  # the loader may be adding to it
     bundles = []
     for e in entries:
         info: dict[str, object] = {
@@ -38,6 +39,8 @@ async def get_ready(request: Request) -> JSONResponse:
         bundles.append(info)
     if services.draining:
         status, code = "shutting down", 503
+    elif services.load_error is not None:
+        status, code = "failed", 503
     elif not services.loaded.is_set():
         status, code = "loading", 503
     else:
@@ -47,6 +50,7 @@ async def get_ready(request: Request) -> JSONResponse:
         "status": status,
         "device": str(services.device),
         "default_model": services.default_lm,
+        "reason": services.load_error,
         "bundles": bundles,
     }
     return JSONResponse(body, status_code=code)

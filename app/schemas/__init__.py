@@ -20,7 +20,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 _PRINTABLE_ASCII = b"\t\n\r" + bytes(range(0x20, 0x7F))
 
 
-def _no_control_characters(value: str) -> str:
+def no_control_characters(value: str) -> str:
     """Text is cleaned to letters anyway, but control bytes mean the client sent binary.
 
     ASCII text is checked by deleting every allowed byte, which is cheaper than the regex
@@ -37,7 +37,7 @@ def _no_control_characters(value: str) -> str:
     return value
 
 
-Text = Annotated[str, AfterValidator(_no_control_characters)]
+Text = Annotated[str, AfterValidator(no_control_characters)]
 
 
 # JSON has no -inf: a token of probability 0 (an MLE n-gram model's unseen n-gram) is

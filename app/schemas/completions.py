@@ -15,7 +15,15 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from app.errors import InvalidInput
-from app.schemas import Logprob, ResponseBody, StrictRequest, Usage, model_field
+from app.schemas import (
+    Logprob,
+    ResponseBody,
+    StrictRequest,
+    Text,
+    Usage,
+    model_field,
+    no_control_characters,
+)
 from app.schemas.generate import (
     MAX_N,
     MAX_NEW_TOKENS,
@@ -57,7 +65,7 @@ PromptText = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_TOKENS)]
 TokenIds = Annotated[
     list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=MAX_PROMPT_TOKENS)
 ]
-StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+StopString = Annotated[Text, Field(min_length=1, max_length=MAX_STOP_CHARS)]
 PROMPT_SHAPES = (
     "prompt must be a text, a list of texts, a list of token ids, or a list of lists of token ids"
 )
@@ -83,6 +91,10 @@ def prompt_items(value: object) -> list[Any]:
                 raise ValueError(f"prompt {p} is not a text, as prompt 0 is; {PROMPT_SHAPES}")
             if not text:
                 raise ValueError(f"prompt {p} is an empty text")
+            try:
+                no_control_characters(text)
+            except ValueError as exc:
+                raise ValueError(f"prompt {p} {exc}") from None
         return texts
     prompts = texts if isinstance(texts[0], list) else [texts]
     for p, ids in enumerate(prompts):

@@ -17,7 +17,9 @@ class ForecastRequest(StrictRequest):
 
     T: int = Field(1000, ge=20, le=MAX_T, description="series length")
     tau: int = Field(4, ge=1, le=64, description="lags the MLP reads")
-    num_train: int = Field(600, ge=1, description="training examples (< T - tau)")
+    num_train: int = Field(
+        600, ge=1, description="training examples (at most T - tau - 1: multi-step needs a point)"
+    )
     noise: float = Field(0.2, ge=0.0, le=2.0, description="std of the Gaussian noise")
     num_hiddens: int = Field(10, ge=1, le=64, description="MLP hidden units")
     lr: float = Field(0.01, gt=0.0, le=1.0, description="Adam learning rate")
@@ -39,8 +41,11 @@ class ForecastRequest(StrictRequest):
 
     @model_validator(mode="after")
     def _sizes(self) -> ForecastRequest:
-        if self.num_train > self.T - self.tau:
-            raise ValueError(f"num_train must be at most T - tau = {self.T - self.tau}")
+        if self.num_train > self.T - self.tau - 1:
+            raise ValueError(
+                f"num_train must be at most T - tau - 1 = {self.T - self.tau - 1}, so that "
+                "the multi-step predictions have at least one point"
+            )
         if max(self.k_steps) > self.T - self.tau:
             raise ValueError(f"each k must be at most T - tau = {self.T - self.tau}")
         return self
@@ -61,8 +66,11 @@ class ForecastRequest(StrictRequest):
 
 class PredictionsOut(ResponseBody):
     time: list[float]
-    values: list[float]
-    mse: float = Field(description="mean squared error against the series at the same times")
+    values: list[float | None] = Field(description="null where a prediction is not finite")
+    mse: float | None = Field(
+        description="mean squared error against the series at the same times; null when not "
+        "finite (see `diverged`)"
+    )
 
 
 class SeriesOut(ResponseBody):
@@ -77,6 +85,10 @@ class ForecastResponse(ResponseBody):
     one_step: PredictionsOut
     multi_step: PredictionsOut
     k_step: dict[str, PredictionsOut]
+    diverged: bool = Field(
+        description="some predictions or errors are not finite (shown as null): the fit "
+        "diverged, e.g. too high a learning rate for the noise and batch size"
+    )
 
 
 class ForecastPlotRequest(ForecastRequest, PlotOptions):

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 import time
@@ -6,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from models import bundle as bundle_module
 from models.bundle import BundleError, load_bundle, read_config, save_bundle
 from models.forecast import Forecaster, ForecasterConfig
 from models.text import Tokenizer, Vocab
@@ -108,7 +110,42 @@ def test_weights_that_do_not_fit_the_config(bundle: Path) -> None:
     config = json.loads((bundle / "config.json").read_text())
     config["model"]["num_hiddens"] = 32
     (bundle / "config.json").write_text(json.dumps(config))
-    with pytest.raises(BundleError, match="weights do not fit"):
+    with pytest.raises(BundleError, match=r"does not describe the weights: .*\(5 tensors differ\)"):
+        load_bundle(bundle)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("num_hiddens", 2**31, "model.num_hiddens = 2147483648, more than the .* values"),
+        ("vocab_size", 10**12, "model.vocab_size"),
+        ("num_layers", 10**6, "model.num_layers = 1000000, more than the .* tensors"),
+    ],
+)
+def test_sizes_the_weights_cannot_hold_are_rejected_before_building(
+    bundle: Path, monkeypatch, field, value, reason
+) -> None:
+    """config.json is covered by no hash: its sizes are checked against the weights' header."""
+    config = json.loads((bundle / "config.json").read_text())
+    config["model"][field] = value
+    (bundle / "config.json").write_text(json.dumps(config))
+    monkeypatch.setitem(bundle_module._BUILDERS, "char-lm", pytest.fail)  # nothing is built
+    with pytest.raises(BundleError, match=reason):
+        load_bundle(bundle)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "reason"),
+    [([], "must hold a JSON object"), ({"epochs": {}}, "epochs"), ({"best_epoch": "1"}, "best")],
+)
+def test_metrics_of_the_wrong_shape_are_rejected(bundle: Path, metrics, reason) -> None:
+    (bundle / "metrics.json").write_text(json.dumps(metrics))
+    config = json.loads((bundle / "config.json").read_text())
+    config["files"]["metrics.json"] = hashlib.sha256(
+        (bundle / "metrics.json").read_bytes()
+    ).hexdigest()
+    (bundle / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BundleError, match=reason):
         load_bundle(bundle)
 
 
@@ -205,3 +242,11 @@ def test_a_bundle_records_its_rule_and_old_bundles_read_as_book(tmp_path: Path) 
         }
         tokenizer = load_bundle(ROOT / "checkpoints" / committed).tokenizer
         assert tokenizer is not None and tokenizer.normalize == "book"
+
+
+def test_a_forecaster_whose_recorded_fit_is_no_sine_config_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "sine"
+    sine = {"T": 1000, "tau": 4, "num_train": 600, "extra": 1}
+    save_bundle(path, Forecaster(ForecasterConfig()), training={"sine": sine})
+    with pytest.raises(BundleError, match=r"training\.sine is not a sine config"):
+        load_bundle(path)

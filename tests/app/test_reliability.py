@@ -1,0 +1,266 @@
+"""Issue 12: one expensive or broken thing costs only its own requester.
+
+Each test is named after the defect it holds fixed (docs/reliability.md lists them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.registry import Registry
+from app.scheduler import Scheduler
+from models import bundle as bundle_module
+from tests.app.conftest import assert_error, make_settings, wait_ready
+
+
+def bundles(tmp_path: Path, checkpoint_dir: Path, *names: str) -> Path:
+    """A checkpoint directory holding copies of the named tiny bundles."""
+    root = tmp_path / "checkpoints"
+    for name in names:
+        shutil.copytree(checkpoint_dir / name, root / name)
+    return root
+
+
+def edit_json(path: Path, edit) -> None:
+    """Rewrite a bundle file, and its hash in config.json when it is listed there."""
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps(edit(data)))
+    config_path = path.parent / "config.json"
+    if path != config_path:
+        config = json.loads(config_path.read_text())
+        config["files"][path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        config_path.write_text(json.dumps(config))
+
+
+def ready(c: TestClient) -> dict:
+    wait_ready(c)
+    return {b["name"]: b for b in c.get("/ready").json()["bundles"]}
+
+
+# 1. One bad bundle keeps the whole service loading.
+
+
+def test_a_bundle_whose_config_claims_huge_sizes_is_rejected_and_the_others_serve(
+    tmp_path, checkpoint_dir
+) -> None:
+    root = bundles(tmp_path, checkpoint_dir, "char-gru", "char-lstm")
+    edit_json(
+        root / "char-gru" / "config.json",
+        lambda c: {**c, "model": {**c["model"], "num_hiddens": 2147483648}},
+    )
+    with TestClient(create_app(make_settings(root))) as c:
+        states = ready(c)
+        assert states["char-lstm"]["state"] == "ready"
+        assert states["char-gru"]["state"] == "failed"
+        assert "num_hiddens" in states["char-gru"]["reason"]
+        assert c.get("/ready").json()["status"] == "degraded"
+        ok = c.post("/v1/generate", json={"model": "char-lstm", "prefix": "a", "max_new_tokens": 2})
+        assert ok.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "error", [torch.OutOfMemoryError("CUDA out of memory"), MemoryError(), RuntimeError("boom")]
+)
+def test_any_error_loading_one_bundle_rejects_only_that_bundle(
+    tmp_path, checkpoint_dir, monkeypatch, error
+) -> None:
+    root = bundles(tmp_path, checkpoint_dir, "char-gru", "char-lstm")
+    real = bundle_module.load_bundle
+
+    def failing(path: Path, *args, **kwargs):
+        if path.name == "char-gru":
+            raise error
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(bundle_module, "load_bundle", failing)
+    with TestClient(create_app(make_settings(root))) as c:
+        states = ready(c)
+        assert states["char-lstm"]["state"] == "ready"
+        assert states["char-gru"]["state"] == "failed"
+        assert type(error).__name__ in states["char-gru"]["reason"]
+
+
+def test_a_failed_loading_task_is_logged_and_shown_in_ready(
+    checkpoint_dir, monkeypatch, caplog
+) -> None:
+    loaded = threading.Event()
+
+    def broken(self: Registry) -> None:
+        loaded.set()
+        raise RuntimeError("the checkpoint volume went away")
+
+    monkeypatch.setattr(Registry, "load_all", broken)
+    with caplog.at_level(logging.ERROR), TestClient(create_app(make_settings(checkpoint_dir))) as c:
+        assert loaded.wait(10)
+        for _ in range(1000):  # the loading task ends a few event-loop turns later
+            if (body := c.get("/ready").json())["status"] != "loading":
+                break
+        assert body["status"] == "failed"
+        assert "checkpoint volume went away" in body["reason"]
+        assert c.get("/ready").status_code == 503
+        assert_error(c.get("/v1/models"), 503, None, "failed")
+    assert "checkpoint volume went away" in caplog.text
+
+
+# 2. An empty API key turns auth inside out.
+
+
+def test_an_empty_api_key_means_no_key(checkpoint_dir) -> None:
+    with TestClient(create_app(make_settings(checkpoint_dir, api_key=""))) as c:
+        wait_ready(c)
+        assert c.get("/v1/models").status_code == 200
+        unused = c.get("/v1/models", headers={"Authorization": "Bearer unused"})
+        assert unused.status_code == 200  # the README's OpenAI(api_key="unused")
+        assert "securitySchemes" not in c.get("/openapi.json").json().get("components", {})
+
+
+def test_a_non_ascii_key_works_sent_as_utf8(checkpoint_dir) -> None:
+    key = "clé-секрет"
+    with TestClient(create_app(make_settings(checkpoint_dir, api_key=key))) as c:
+        wait_ready(c)
+        good = {"Authorization": b"Bearer " + key.encode()}
+        assert c.get("/v1/models", headers=good).status_code == 200
+        assert_error(c.get("/v1/models", headers={"Authorization": "Bearer cl"}), 401)
+
+
+# 4. Unbounded growth of /metrics.
+
+
+def test_invented_methods_and_paths_do_not_add_metric_series(client: TestClient) -> None:
+    def series() -> set[str]:
+        text = client.get("/metrics").text
+        return {
+            line.rsplit(" ", 1)[0]
+            for line in text.splitlines()
+            if line.startswith("rnnlm_http") and 'route="/metrics"' not in line
+        }
+
+    def scan(i: int) -> None:
+        client.request(f"FOO{i}", f"/x{i}")
+        client.request(f"FOO{i}", "/health")
+        client.get(f"/nothing/{i}")
+
+    scan(0)
+    before = series()
+    for i in range(1, 30):
+        scan(i)
+    after = series()
+    assert not any("FOO" in s or "nothing" in s for s in after)
+    assert after == before
+
+
+# 9. 500s on inputs the schema allows.
+
+
+def test_a_forecast_with_no_multi_step_points_is_a_422_naming_the_constraint(client) -> None:
+    body = {"T": 100, "tau": 4, "num_train": 96, "epochs": 1}
+    assert_error(client.post("/v1/forecast", json=body), 422, "body", "num_train", "T - tau - 1")
+
+
+def test_a_diverging_fit_states_its_non_finite_values(client) -> None:
+    body = {"lr": 1.0, "noise": 2.0, "batch_size": 1}
+    r = client.post("/v1/forecast", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["diverged"] is True
+    assert out["k_step"]["64"]["mse"] is None and None in out["k_step"]["64"]["values"]
+    assert isinstance(out["one_step"]["mse"], float)
+    plot = client.post("/v1/forecast/plot", json={**body, "format": "svg"})
+    assert plot.status_code == 200 and plot.content.lstrip().startswith(b"<?xml")
+
+
+# 10. A streamed /v1/generate cut off at the time limit.
+
+
+@pytest.fixture
+def stalled_decoding(monkeypatch) -> threading.Event:
+    """Decoding steps wait until the returned event is set (set it before the app stops)."""
+    gate = threading.Event()
+    real = Scheduler._step
+
+    def stalled(self: Scheduler, *args):
+        gate.wait(30)
+        return real(self, *args)
+
+    monkeypatch.setattr(Scheduler, "_step", stalled)
+    return gate
+
+
+def test_a_streamed_generation_past_the_time_limit_ends_with_an_error_event_and_done(
+    checkpoint_dir, stalled_decoding
+) -> None:
+    with TestClient(create_app(make_settings(checkpoint_dir, request_timeout_s=0.2))) as c:
+        wait_ready(c)
+        try:
+            body = {"prefix": "a", "max_new_tokens": 50, "stream": True}
+            with c.stream("POST", "/v1/generate", json=body) as r:
+                events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+        finally:
+            stalled_decoding.set()
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])["error"]
+    assert error["type"] == "timeout_error" and "limit" in error["message"]
+
+
+# 11. Bundle files of the wrong shape.
+
+
+def test_bundles_whose_files_have_the_wrong_shape_are_rejected_at_load(
+    tmp_path, checkpoint_dir
+) -> None:
+    root = bundles(tmp_path, checkpoint_dir, "char-gru", "char-lstm", "sine-mlp")
+    edit_json(root / "char-gru" / "metrics.json", lambda _: [])
+    edit_json(
+        root / "sine-mlp" / "config.json",
+        lambda c: {**c, "training": {"sine": {**c["training"]["sine"], "extra": 1}}},
+    )
+    with TestClient(create_app(make_settings(root))) as c:
+        states = ready(c)
+        assert states["char-gru"]["state"] == "failed" and "metrics" in states["char-gru"]["reason"]
+        assert states["sine-mlp"]["state"] == "failed" and "sine" in states["sine-mlp"]["reason"]
+        assert [m["id"] for m in c.get("/v1/models").json()["data"]] == ["char-lstm"]
+        assert c.post("/v1/forecast", json={"T": 200, "num_train": 100}).status_code == 200
+
+
+# 12. The smaller ones.
+
+
+def test_the_access_log_escapes_control_characters(client, caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="app.access"):
+        client.get("/x%0aforged%1b[31m")
+    [line] = [r.getMessage() for r in caplog.records if r.name == "app.access"]
+    assert "\n" not in line and "\x1b" not in line and "/x\\x0aforged\\x1b[31m" in line
+
+
+def test_a_missing_corpus_says_what_to_set_not_where_it_looked(checkpoint_dir, tmp_path) -> None:
+    secret = tmp_path / "srv-internal-data"
+    settings = make_settings(checkpoint_dir).model_copy(update={"data_dir": secret})
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)
+        error = assert_error(c.post("/v1/ngrams", json={"corpus": "timemachine"}), 404, "corpus")
+    assert "RNNLM_DATA_DIR" in error["message"] and str(tmp_path) not in error["message"]
+
+
+@pytest.mark.parametrize("prompt", ["a\x00b", ["ok", "bell\x07"]])
+def test_completion_prompts_refuse_control_characters(client, prompt) -> None:
+    response = client.post("/v1/completions", json={"prompt": prompt, "max_tokens": 1})
+    assert_error(response, 422, None, "control character")
+
+
+def test_the_key_is_checked_before_the_body_is_read(checkpoint_dir) -> None:
+    with TestClient(create_app(make_settings(checkpoint_dir, api_key="s3cret"))) as c:
+        wait_ready(c)
+        headers = {"content-type": "application/json"}
+        assert_error(c.post("/v1/generate", content=b"{not json", headers=headers), 401)
+        oversized = b"x" * (4 * 1024 * 1024)
+        assert_error(c.post("/v1/generate", content=oversized, headers=headers), 401)
