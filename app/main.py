@@ -32,7 +32,7 @@ from app.deps import ServedModel, Services
 from app.forecasts import Forecasts
 from app.jobs import JobRunner, decode_executor, in_fresh_thread
 from app.metrics import Metrics
-from app.middleware import BodyLimit, RequestLog
+from app.middleware import RequestBody, RequestLog
 from app.registry import Registry
 from app.routes import (
     compare,
@@ -189,8 +189,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tokenize.server_router, dependencies=guard)
     app.include_router(completions.scoped_router, dependencies=guard)
     _playground(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    if settings.api_key is not None:  # outside BodyLimit: no body is read before the 401
+    app.add_middleware(
+        RequestBody, max_bytes=settings.max_body_bytes, read_timeout=settings.body_timeout_s
+    )
+    if settings.api_key is not None:  # outside RequestBody: no body is read before the 401
         app.add_middleware(RequireKey, key=settings.api_key.get_secret_value())
     if settings.cors_origins:
         app.add_middleware(

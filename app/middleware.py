@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -47,7 +49,7 @@ class RequestLog:
         request_id = sent if _SAFE_ID.match(sent) else uuid.uuid4().hex[:16]
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
-        status = 500
+        status = 499  # no answer started: the client left first (nginx's code for it)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -58,6 +60,9 @@ class RequestLog:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except BaseException:
+            status = 500 if status == 499 else status
+            raise
         finally:
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
@@ -75,49 +80,101 @@ class RequestLog:
             )
 
 
-class BodyLimit:
-    """Answers 413 as soon as a body passes `max_bytes` (by Content-Length or while
-    reading), so an oversized request is never read whole."""
+class RequestBody:
+    """Reads each request's body before the app runs, then watches its connection.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    - A body over `max_bytes` is answered 413 as soon as that is known (by Content-Length
+      or while reading), so it is never read whole.
+    - A body that stops arriving for `read_timeout` seconds is answered 408: a slow client
+      cannot hold a request open indefinitely.
+    - Once the body is in, a client that leaves before its answer is complete cancels
+      the app's work for it (a plain request's decoding rows, scoring passes and fits
+      included), as a disconnecting stream already does.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout = read_timeout
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        message = f"request body is larger than {self.max_bytes} bytes"
-        response = error_response(
-            413, message, code="body_too_large", headers={"Connection": "close"}
-        )
-        await response(scope, receive, send)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            await self.app(scope, receive, send)
-            return
+    async def _read(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
+        """The whole body, or None once an error has been answered (or the client left)."""
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._reject(scope, receive, send)
-            return
+            await self._reject(
+                scope, send, 413, f"request body is larger than {self.max_bytes} bytes"
+            )
+            return None
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.read_timeout)
+            except TimeoutError:
+                await self._reject(
+                    scope, send, 408, f"the request body stalled for {self.read_timeout:g} s"
+                )
+                return None
             if message["type"] == "http.disconnect":
-                return
+                return None
             size += len(message.get("body", b""))
             if size > self.max_bytes:
-                await self._reject(scope, receive, send)
-                return
+                await self._reject(
+                    scope, send, 413, f"request body is larger than {self.max_bytes} bytes"
+                )
+                return None
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
-                break
+                return b"".join(chunks)
+
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        await self._reject(scope, send, 413, f"request body is larger than {self.max_bytes} bytes")
+
+    async def _reject(self, scope: Scope, send: Send, status: int, message: str) -> None:
+        code = "body_too_large" if status == 413 else "body_timeout"
+        response = error_response(status, message, code=code, headers={"Connection": "close"})
+        await response(scope, _no_body, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body = await self._read(scope, receive, send)
+        if body is None:
+            return
         replayed = False
+        answered = False
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, send)
+        async def watched_send(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True
+            await send(message)
+
+        async def client_left() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        work = asyncio.ensure_future(self.app(scope, replay, watched_send))
+        watch = asyncio.ensure_future(client_left())
+        try:
+            await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done() and not answered:
+                work.cancel()  # the client left: nobody will read this answer
+        finally:
+            watch.cancel()
+            if not work.done():  # cancelled from outside (shutdown): take the work along
+                work.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
+
+
+async def _no_body() -> Message:
+    return {"type": "http.disconnect"}

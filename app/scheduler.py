@@ -61,14 +61,19 @@ class Request:
     cancelled: bool = False
     submitted: float = field(default_factory=time.perf_counter)
     started: float | None = None
+    on_cancel: Callable[[Request], None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.live = [i for i, p in enumerate(self.params) if p.max_new_tokens > 0]
         self.rows = rows_needed(self.params)
 
     def cancel(self) -> None:
-        """Stop decoding at the next step (client gone, timeout)."""
-        self.cancelled = True
+        """Stop decoding (client gone, timeout): a waiting request gives its places back
+        at once, a decoding one leaves the batch at the next step."""
+        if not self.cancelled:
+            self.cancelled = True
+            if self.on_cancel is not None:
+                self.on_cancel(self)
 
 
 class Scheduler:
@@ -128,7 +133,7 @@ class Scheduler:
         self, prefix_ids: list[int], params: Sequence[SamplingParams], *, stream: bool = True
     ) -> Request:
         """Queue a request of len(params) sequences sharing one prefix; QueueFull if full."""
-        request = Request(list(prefix_ids), list(params), stream)
+        request = Request(list(prefix_ids), list(params), stream, on_cancel=self._withdraw)
         room = self.max_queue + max(0, self.max_batch - self.active)
         if self.waiting_rows + request.rows > room:
             raise QueueFull(self.name, self.active, self.waiting_rows)
@@ -155,6 +160,12 @@ class Scheduler:
                 request.cancel()
             raise
         return requests
+
+    def _withdraw(self, request: Request) -> None:
+        """A cancelled request leaves the waiting line (event loop thread, like `_admit`)."""
+        if request in self.waiting:
+            self.waiting.remove(request)
+            self.waiting_rows -= request.rows
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

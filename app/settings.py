@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     max_concurrent_scoring: int = Field(2, ge=1, description="perplexity/n-gram jobs at once")
     request_timeout_s: float = Field(120.0, gt=0, description="per-request time limit")
     max_body_bytes: int = Field(3 * 1024 * 1024, ge=1024, description="largest request body")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="a request body that stops arriving this long gets 408"
+    )
 
     @field_validator("api_key", mode="before")
     @classmethod

@@ -5,22 +5,27 @@ Each test is named after the defect it holds fixed (docs/reliability.md lists th
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import shutil
+import socket
 import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.middleware import RequestBody
 from app.registry import Registry
 from app.scheduler import Scheduler
 from models import bundle as bundle_module
-from tests.app.conftest import assert_error, make_settings, wait_ready
+from tests.app.conftest import active_sequences, assert_error, make_settings, wait_ready
 
 
 def bundles(tmp_path: Path, checkpoint_dir: Path, *names: str) -> Path:
@@ -264,3 +269,91 @@ def test_the_key_is_checked_before_the_body_is_read(checkpoint_dir) -> None:
         assert_error(c.post("/v1/generate", content=b"{not json", headers=headers), 401)
         oversized = b"x" * (4 * 1024 * 1024)
         assert_error(c.post("/v1/generate", content=oversized, headers=headers), 401)
+
+
+# 8. Clients that leave.
+
+
+def scheduler_steps(url: str, model: str) -> int:
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(f'rnnlm_scheduler_steps_total{{model="{model}"}}'):
+            return int(float(line.rsplit(" ", 1)[1]))
+    raise AssertionError(f"no step count for {model}")
+
+
+def test_a_client_that_leaves_a_plain_generation_frees_its_rows(server: str) -> None:
+    body = json.dumps(
+        {"model": "char-gru", "prefix": "a", "max_new_tokens": 2000, "n": 16, "temperature": 0}
+    ).encode()
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(
+            b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        deadline = time.monotonic() + 30
+        while active_sequences(server) < 16:
+            assert time.monotonic() < deadline, "the generation never started"
+            time.sleep(0.01)
+        left_at = scheduler_steps(server, "char-gru")
+    deadline = time.monotonic() + 30
+    while active_sequences(server):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    # Dropped within a few steps of the hang-up, not after the 2000 it asked for.
+    assert scheduler_steps(server, "char-gru") - left_at < 1000
+
+
+def asgi_run(app, body: bytes, client_leaves: asyncio.Event) -> list[dict]:
+    """Run one POST through an ASGI app with a client that leaves when the event is set."""
+    sent: list[dict] = []
+
+    async def receive():
+        if not sent and not getattr(receive, "done", False):
+            receive.done = True  # type: ignore[attr-defined]
+            return {"type": "http.request", "body": body, "more_body": False}
+        await client_leaves.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/x", "headers": []}
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+def test_the_work_of_a_client_that_leaves_is_cancelled() -> None:
+    seen: list[str] = []
+
+    async def slow_app(scope, receive, send):
+        seen.append((await receive())["body"].decode())
+        leaves.set()
+        try:
+            await asyncio.Event().wait()  # works until cancelled
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    leaves = asyncio.Event()
+    sent = asgi_run(RequestBody(slow_app, max_bytes=100, read_timeout=30), b"hello", leaves)
+    assert seen == ["hello", "cancelled"] and sent == []
+
+
+def test_a_stalled_body_is_answered_408() -> None:
+    async def app(scope, receive, send):
+        raise AssertionError("the app must not run")
+
+    async def stalled_receive():
+        await asyncio.Event().wait()
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/x", "headers": []}
+    asyncio.run(RequestBody(app, max_bytes=100, read_timeout=0.05)(scope, stalled_receive, send))
+    assert sent[0]["status"] == 408
+    assert json.loads(sent[1]["body"])["error"]["code"] == "body_timeout"

@@ -98,3 +98,21 @@ def test_only_streamed_requests_hear_every_step(char_tokenizer: Tokenizer, strea
     wakeups, texts = run(main())
     assert texts == [t.text for t in generate(model, prefix, params, char_tokenizer.detokenizer)]
     assert wakeups == (15 if stream else 2)
+
+
+def test_a_cancelled_request_frees_its_queue_places_at_once(char_tokenizer: Tokenizer) -> None:
+    """Issue 12, item 8: hung-up clients' queued sequences must not refuse new requests."""
+
+    async def main():
+        scheduler = engine(tiny_lm("gru"), char_tokenizer, max_batch=1, max_queue=2)
+        first = scheduler.submit([1], [SamplingParams()], stream=False)
+        second = scheduler.submit([1], [SamplingParams()] * 2, stream=False)
+        with pytest.raises(QueueFull):
+            scheduler.submit([1], [SamplingParams()], stream=False)
+        first.cancel()
+        second.cancel()
+        assert scheduler.queued == 0
+        scheduler.submit([1], [SamplingParams()] * 3, stream=False)  # room again, at once
+        return scheduler.queued
+
+    assert run(main()) == 3
