@@ -71,7 +71,7 @@ class Services:
     decode: ThreadPoolExecutor  # every scheduler's decoding steps (app/jobs.py says why)
     corpora: CorpusCounts
     metrics: Metrics
-    forecasts: Forecasts = field(default_factory=lambda: Forecasts({}))
+    forecasts: Forecasts
     language_models: dict[str, ServedModel] = field(default_factory=dict)
     default_lm: str | None = None
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
@@ -105,10 +105,11 @@ class Services:
         try:
             scores = await asyncio.wait_for(job, timeout=limit)
         except TimeoutError:
-            stop.set()  # the worker thread gives up at its next pass
             raise Timeout(
                 f"scoring ran past the {limit:g} s request limit", code="timeout"
             ) from None
+        finally:
+            stop.set()  # timed out or the client left: the worker gives up at its next pass
         self.metrics.tokens_scored.labels(lm.name).inc(sum(s.count for s in scores))
         return scores
 

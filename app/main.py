@@ -82,7 +82,7 @@ async def _load(services: Services) -> None:
         services.language_models[name] = ServedModel(
             name, bundle, bundle.model, bundle.tokenizer, scheduler
         )
-    services.forecasts = Forecasts(registry.ready("forecaster"))
+    services.forecasts.bundles = registry.ready("forecaster")
     services.default_lm = registry.default_lm(settings.default_model)
     services.loaded.set()
     log.info(
@@ -125,14 +125,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     device = resolve_device(settings.device)
+    jobs = JobRunner(settings.max_concurrent_scoring)
     services = Services(
         settings=settings,
         device=device,
         registry=Registry(settings.checkpoint_dir, device),
-        jobs=JobRunner(settings.max_concurrent_scoring),
+        jobs=jobs,
         decode=decode_executor(),
         corpora=CorpusCounts(settings),
         metrics=app.state.metrics,
+        forecasts=Forecasts({}, jobs),
     )
     app.state.services = services
     _drain_on_signals(services)

@@ -8,12 +8,14 @@ Fitting lives here rather than in training/ because the service refits for new p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from models.options import check, option
+from models.score import Cancelled
 
 K_STEPS: tuple[int, ...] = (1, 4, 16, 64)
 
@@ -76,8 +78,13 @@ def lag_features(x: Tensor, tau: int) -> tuple[Tensor, Tensor]:
     return features, x[tau:]
 
 
-def fit_forecaster(x: Tensor, config: SineConfig) -> tuple[Forecaster, list[float]]:
-    """Train the MLP on the first `num_train` lag examples; returns it and per-epoch train MSE."""
+def fit_forecaster(
+    x: Tensor, config: SineConfig, should_stop: Callable[[], bool] | None = None
+) -> tuple[Forecaster, list[float]]:
+    """Train the MLP on the first `num_train` lag examples; returns it and per-epoch train MSE.
+
+    `should_stop` is polled before each minibatch; when it returns True, raises `Cancelled`.
+    """
     torch.manual_seed(config.seed)
     g = torch.Generator().manual_seed(config.seed)
     model = Forecaster(ForecasterConfig(config.tau, config.num_hiddens))
@@ -87,6 +94,8 @@ def fit_forecaster(x: Tensor, config: SineConfig) -> tuple[Forecaster, list[floa
     history = []
     for _ in range(config.epochs):
         for idx in torch.split(torch.randperm(len(X), generator=g), config.batch_size):
+            if should_stop is not None and should_stop():
+                raise Cancelled
             loss = nn.functional.mse_loss(model(X[idx]), y[idx])
             optimizer.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
@@ -155,12 +164,15 @@ def k_step(model: Forecaster, time: Tensor, x: Tensor, k: int) -> Predictions:
 
 
 def run_experiment(
-    config: SineConfig, model: Forecaster | None = None, steps: tuple[int, ...] = K_STEPS
+    config: SineConfig,
+    model: Forecaster | None = None,
+    steps: tuple[int, ...] = K_STEPS,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[Forecaster, ForecastResult]:
     """The whole §8.1 experiment: the series, a fitted (or given) model, every prediction."""
     time, x = sine_series(config.T, config.noise, config.seed)
     if model is None:
-        model, _ = fit_forecaster(x, config)
+        model, _ = fit_forecaster(x, config, should_stop)
     model.eval()
     result = ForecastResult(
         time=time.tolist(),

@@ -24,7 +24,8 @@ router = APIRouter(prefix="/v1/forecast", tags=["forecasting"])
 
 
 async def _run(body: ForecastRequest, services: ServicesDep) -> tuple[str, ForecastResult]:
-    return await services.jobs.run(services.forecasts.run, body.to_config(), tuple(body.k_steps))
+    limit = services.settings.request_timeout_s
+    return await services.forecasts.run(body.to_config(), tuple(body.k_steps), limit)
 
 
 def _finite(x: float) -> float | None:

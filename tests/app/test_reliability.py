@@ -20,11 +20,14 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from app import forecasts
 from app.main import create_app
 from app.middleware import RequestBody
 from app.registry import Registry
 from app.scheduler import Scheduler
 from models import bundle as bundle_module
+from models.forecast import SineConfig
+from models.score import Cancelled
 from tests.app.conftest import active_sequences, assert_error, make_settings, wait_ready
 
 
@@ -357,3 +360,60 @@ def test_a_stalled_body_is_answered_408() -> None:
     asyncio.run(RequestBody(app, max_bytes=100, read_timeout=0.05)(scope, stalled_receive, send))
     assert sent[0]["status"] == 408
     assert json.loads(sent[1]["body"])["error"]["code"] == "body_timeout"
+
+
+# 7. Forecast fits that ignore the time limit and outlive their clients.
+
+
+@pytest.fixture
+def endless_fit(monkeypatch) -> dict:
+    """Fits that run until told to stop (or 20 s, then return the book's result)."""
+    real = forecasts.run_experiment
+    state = {"calls": 0, "stopped": threading.Event(), "gate": threading.Event()}
+
+    def fit(config, model=None, steps=(1,), should_stop=None):
+        if model is not None:
+            return real(config, model, steps)
+        state["calls"] += 1
+        for _ in range(2000):
+            if should_stop is not None and should_stop():
+                state["stopped"].set()
+                raise Cancelled
+            if state["gate"].wait(0.01):
+                break
+        return real(SineConfig(epochs=1), None, steps)
+
+    monkeypatch.setattr(forecasts, "run_experiment", fit)
+    return state
+
+
+FIT = {"T": 400, "num_train": 300, "epochs": 3, "k_steps": [1]}
+
+
+def test_a_forecast_fit_stops_at_the_time_limit(checkpoint_dir, endless_fit) -> None:
+    with TestClient(create_app(make_settings(checkpoint_dir, request_timeout_s=0.3))) as c:
+        wait_ready(c)
+        assert_error(c.post("/v1/forecast", json=FIT), 504, None, "limit")
+        assert endless_fit["stopped"].wait(10)  # the fit itself stopped, not just the wait
+        endless_fit["gate"].set()
+
+
+def test_identical_concurrent_fits_share_one_computation(client, endless_fit) -> None:
+    services = client.app.state.services
+    answers: list[dict] = []
+
+    def ask() -> None:
+        answers.append(client.post("/v1/forecast", json={**FIT, "seed": 7}).json())
+
+    workers = [threading.Thread(target=ask) for _ in range(3)]
+    for w in workers:
+        w.start()
+    deadline = time.monotonic() + 30
+    while services.jobs.pending < 1 or services.forecasts.waiters() < 3:
+        assert time.monotonic() < deadline, (services.jobs.pending, endless_fit)
+        time.sleep(0.01)
+    endless_fit["gate"].set()
+    for w in workers:
+        w.join(30)
+    assert endless_fit["calls"] == 1 and len(answers) == 3
+    assert answers[0] == answers[1] == answers[2] and answers[0]["model"] == "fitted"
