@@ -10,10 +10,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache, partial
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Protocol, TypeVar
 
 import torch
 from fastapi import Depends, Path, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
 
 from app.corpora import CorpusCounts
 from app.errors import InvalidInput, NotFound, Overloaded, Timeout
@@ -30,6 +32,8 @@ from models.score import Score, score_many
 from models.text import Tokenizer
 
 nfc = partial(unicodedata.normalize, "NFC")
+LARGE_WORK = 10_000  # characters, tokens or list entries from which work leaves the loop
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,17 @@ class Services:
             raise self.registry.not_found(name, self.language_models)
         return self.language_models[name]
 
+    async def work(self, fn: Callable[[], T], size: int) -> T:
+        """`fn()` on the event loop when `size` (characters, tokens, list entries) is
+        small; from LARGE_WORK on, as a CPU job: off the event loop, which must keep
+        answering everyone else, and counted against the job limits (503 when full)."""
+        return fn() if size < LARGE_WORK else await self.jobs.run(fn)
+
+    async def answer(self, build: Callable[[], BaseModel], size: int) -> Response:
+        """The JSON answer `build()` makes, built and serialised as `work` of `size`."""
+        body = await self.work(lambda: build().model_dump_json().encode(), size)
+        return Response(body, media_type="application/json")
+
     async def score(self, lm: ServedModel, ids: list[int], first: int, **options: Any) -> Score:
         """`score_ids` of one text: see `score_many`."""
         return (await self.score_many(lm, [(ids, first)], **options))[0]
@@ -135,18 +150,33 @@ class NamesAModel(Protocol):
     def model(self) -> str | None: ...
 
 
+B = TypeVar("B", bound=NamesAModel)
+
+
+@cache
+def body_of(body_type: type[B]) -> Callable[..., Awaitable[B]]:
+    """The JSON body as a dependency: `body: Annotated[X, Depends(body_of(X))]`.
+
+    FastAPI keeps a dependency's value for the rest of the request, so the route and
+    `language_model_of(X)` share one validation of the body.
+    """
+
+    async def dependency(body: Any) -> Any:
+        return body
+
+    dependency.__annotations__["body"] = body_type
+    return dependency
+
+
 @cache
 def language_model_of(body_type: type[NamesAModel]) -> Callable[..., Awaitable[ServedModel]]:
-    """A dependency resolving the model a `body_type` request names.
-
-    Its parameter has the name and type of the route's body parameter (`body`), so the
-    request keeps one JSON body: `Annotated[ServedModel, Depends(language_model_of(...))]`.
-    """
+    """The model a `body_type` request names, ready to serve:
+    `lm: Annotated[ServedModel, Depends(language_model_of(X))]` (404 if there is none)."""
 
     async def dependency(body: Any, services: ServicesDep) -> ServedModel:
         return services.language_model(body.model)
 
-    dependency.__annotations__["body"] = body_type
+    dependency.__annotations__["body"] = Annotated[body_type, Depends(body_of(body_type))]
     return dependency
 
 
@@ -169,5 +199,5 @@ def language_model_at(body_type: type[NamesAModel]) -> Callable[..., Awaitable[S
             )
         return services.language_model(model_id)
 
-    dependency.__annotations__["body"] = body_type
+    dependency.__annotations__["body"] = Annotated[body_type, Depends(body_of(body_type))]
     return dependency

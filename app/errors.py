@@ -21,6 +21,8 @@ from app.scheduler import QueueFull
 
 log = logging.getLogger(__name__)
 
+MAX_ERRORS = 10  # validation errors reported per request
+
 
 class ErrorDetail(BaseModel):
     message: str
@@ -124,7 +126,10 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
         return error_response(
             400, "request body is not valid JSON", param="body", code="json_invalid"
         )
-    messages = [f"{_location(tuple(e['loc']))}: {e['msg']}" for e in errors]
+    # A body read by several dependencies reports its errors once; at most MAX_ERRORS.
+    messages = list(dict.fromkeys(f"{_location(tuple(e['loc']))}: {e['msg']}" for e in errors))
+    if len(messages) > MAX_ERRORS:
+        messages[MAX_ERRORS:] = [f"and {len(messages) - MAX_ERRORS} more errors"]
     first = errors[0] if errors else {"loc": ("body",), "type": "invalid"}
     return error_response(
         422, "; ".join(messages), param=_location(tuple(first["loc"])), code=str(first.get("type"))

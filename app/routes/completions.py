@@ -19,18 +19,20 @@ from fastapi import APIRouter, Depends
 
 from app import sse, streams
 from app.completions import CompletionFormat, changed_stops, read_prompts
-from app.deps import ServedModel, ServicesDep, language_model_at, language_model_of
+from app.deps import ServedModel, ServicesDep, body_of, language_model_at, language_model_of
 from app.schemas.completions import CompletionRequest, CompletionResponse
 from app.schemas.sampling import MAX_SEED
 
 router = APIRouter(prefix="/v1/completions", tags=["openai"])
 scoped_router = APIRouter(tags=["openai"])
+CompletionBody = Annotated[CompletionRequest, Depends(body_of(CompletionRequest))]
+CompletionModel = Annotated[ServedModel, Depends(language_model_of(CompletionRequest))]
 
 
 @router.post("", response_model=CompletionResponse, responses=sse.STREAMING_RESPONSES)
 async def create_completion(
-    body: CompletionRequest,
-    lm: Annotated[ServedModel, Depends(language_model_of(CompletionRequest))],
+    body: CompletionBody,
+    lm: CompletionModel,
     services: ServicesDep,
 ) -> object:
     """Complete each prompt `n` times (OpenAI's legacy completions API).
@@ -47,7 +49,8 @@ async def create_completion(
     every control). With `stream`, `text_completion` chunks arrive as tokens do, then
     `data: [DONE]`.
     """
-    prompts = read_prompts(lm.name, lm.tokenizer, body)
+    size = sum(len(p) for p in body.prompts())
+    prompts = await services.work(lambda: read_prompts(lm.name, lm.tokenizer, body), size)
     stop_cleanup = changed_stops(lm.tokenizer, body)
     scores = None
     if body.echo and body.logprobs is not None:  # all prompts side by side, in one job
@@ -55,11 +58,17 @@ async def create_completion(
         scores = await services.score_many(
             lm, texts, return_logprobs=True, top_logprobs=body.logprobs
         )
+    # Sizes in list entries: echoed prompt logprobs, then generated tokens and logprobs.
+    per_token = 1 + (body.logprobs or 0)
+    echoed = sum(len(e.ids) for e in prompts) * per_token if scores else 0
+    out = await services.work(
+        lambda: CompletionFormat(lm.name, lm.tokenizer, body, prompts, scores, stop_cleanup),
+        echoed,
+    )
     seed = body.seed if body.seed is not None else secrets.randbelow(MAX_SEED)
     stop = lm.stop_strings(body.stop_list(), apply_rule=True)
     params = body.to_params(seed, lm.tokenizer, stop)
     requests = lm.scheduler.submit_all([e.ids for e in prompts], params, stream=body.stream)
-    out = CompletionFormat(lm.name, lm.tokenizer, body, prompts, scores, stop_cleanup)
     timeout = services.settings.request_timeout_s
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
@@ -68,7 +77,8 @@ async def create_completion(
     generated = sum(c.tokens for cs in completions for c in cs)  # best_of's candidates too
     if body.candidates > body.n:
         completions = [best(candidates, body.n) for candidates in completions]
-    return out.response(completions, generated)
+    size = echoed * body.n + generated * per_token
+    return await services.answer(lambda: out.response(completions, generated), size)
 
 
 def best(candidates: list[streams.Completion], n: int) -> list[streams.Completion]:
@@ -89,7 +99,7 @@ def best(candidates: list[streams.Completion], n: int) -> list[streams.Completio
     responses=sse.STREAMING_RESPONSES,
 )
 async def create_model_completion(
-    body: CompletionRequest,
+    body: CompletionBody,
     lm: Annotated[ServedModel, Depends(language_model_at(CompletionRequest))],
     services: ServicesDep,
 ) -> object:

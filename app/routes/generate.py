@@ -12,19 +12,21 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from app import sse, streams
-from app.deps import ServedModel, ServicesDep, language_model_of
+from app.deps import ServedModel, ServicesDep, body_of, language_model_of
 from app.errors import InvalidInput
 from app.schemas import Usage
 from app.schemas.generate import Choice, GenerateRequest, GenerateResponse, Timing, logprobs_json
 from app.schemas.sampling import MAX_SEED
 
 router = APIRouter(prefix="/v1/generate", tags=["generation"])
+GenerateBody = Annotated[GenerateRequest, Depends(body_of(GenerateRequest))]
+GenerateModel = Annotated[ServedModel, Depends(language_model_of(GenerateRequest))]
 
 
 @router.post("", response_model=GenerateResponse, responses=sse.STREAMING_RESPONSES)
 async def create_generation(
-    body: GenerateRequest,
-    lm: Annotated[ServedModel, Depends(language_model_of(GenerateRequest))],
+    body: GenerateBody,
+    lm: GenerateModel,
     services: ServicesDep,
 ) -> object:
     """Continue `prefix` with the model: greedy at temperature 0, sampled otherwise, or

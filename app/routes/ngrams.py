@@ -115,7 +115,9 @@ class PlotQuery(PlotOptions):
 
     corpus: str = Field("timemachine", pattern=CORPUS_NAME, description="a named corpus")
     level: Literal["word", "char"] = "word"
-    n: list[Order] = Field([1, 2, 3], description=f"orders, each 1..{MAX_N}")
+    n: list[Order] = Field(
+        [1, 2, 3], min_length=1, max_length=MAX_N, description=f"orders, each 1..{MAX_N}"
+    )
 
     @field_validator("n")
     @classmethod

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
 from app import breakdown as ngram
 from app.deps import ServedModel, ServicesDep
@@ -115,15 +116,10 @@ def _tokens(lm: ServedModel, item: _Item, score: Score) -> list[TokenLogprob] | 
     ]
 
 
-async def _respond(
-    lm: ServedModel,
-    services: ServicesDep,
-    body: PerplexityRequest,
-    texts: list[str],
-    mode: Mode,
-    param: str,
-) -> PerplexityResponse:
-    """Score `texts` (one, many, or a document's lines) and build the response."""
+def _items(
+    lm: ServedModel, body: PerplexityRequest, texts: list[str], mode: Mode, param: str
+) -> list[_Item]:
+    """`texts` tokenized, after the context's tokens; 422 for a text with nothing to score."""
     tokenizer = lm.tokenizer
     context = tokenizer.encode(body.context)
     items = []
@@ -150,7 +146,23 @@ async def _respond(
         raise InvalidInput(
             f"no line of the {param} holds a token to score", param=param, code="too_short"
         )
+    return items
+
+
+async def _respond(
+    lm: ServedModel,
+    services: ServicesDep,
+    body: PerplexityRequest,
+    texts: list[str],
+    mode: Mode,
+    param: str,
+) -> Response:
+    """Score `texts` (one, many, or a document's lines) and build the response; long
+    texts are tokenized, and large answers built, off the event loop (Services.work)."""
+    size = len(body.context) + sum(len(text) for text in texts)
+    items = await services.work(lambda: _items(lm, body, texts, mode, param), size)
     scores, zero = await _score_items(lm, services, items, body.return_tokens)
+    entries = len(items) + (sum(s.count for s in scores) if body.return_tokens else 0)
     total = Score(
         sum(s.nll for s in scores),
         sum(s.count for s in scores),
@@ -163,27 +175,35 @@ async def _respond(
         _score_fields(total, sum(item.unknown for item in items)) | {"zero_probability": total_zero}
     )
     if mode == "text":
-        return PerplexityResponse(
-            model=lm.name,
-            mode="text",
-            tokens=_tokens(lm, items[0], scores[0]),
-            breakdown=await ngram.breakdown(lm, services, items[0].ids, items[0].first)
-            if body.breakdown
-            else None,
-            **head.model_dump(),
+        breakdown = None
+        if body.breakdown:
+            breakdown = await ngram.breakdown(lm, services, items[0].ids, items[0].first)
+        return await services.answer(
+            lambda: PerplexityResponse(
+                model=lm.name,
+                mode="text",
+                tokens=_tokens(lm, items[0], scores[0]),
+                breakdown=breakdown,
+                **head.model_dump(),
+            ),
+            entries,
         )
-    results = [
-        PerplexityItem(
-            index=i,
-            line=i + 1 if mode == "lines" else None,
-            skipped=item.skipped,
-            tokens=_tokens(lm, item, score) if item.skipped is None else None,
-            zero_probability=zero[i],
-            **_score_fields(score, item.unknown),
-        )
-        for i, (item, score) in enumerate(zip(items, scores, strict=True))
-    ]
-    return PerplexityResponse(model=lm.name, mode=mode, results=results, **head.model_dump())
+
+    def build() -> PerplexityResponse:
+        results = [
+            PerplexityItem(
+                index=i,
+                line=i + 1 if mode == "lines" else None,
+                skipped=item.skipped,
+                tokens=_tokens(lm, item, score) if item.skipped is None else None,
+                zero_probability=zero[i],
+                **_score_fields(score, item.unknown),
+            )
+            for i, (item, score) in enumerate(zip(items, scores, strict=True))
+        ]
+        return PerplexityResponse(model=lm.name, mode=mode, results=results, **head.model_dump())
+
+    return await services.answer(build, entries)
 
 
 @router.post(
@@ -192,7 +212,7 @@ async def _respond(
     responses=responses(400, 401, 404, 413, 422, 503, 504),
     openapi_extra=request_body(PerplexityRequest, PerplexityUpload),
 )
-async def score_perplexity(request: Request, services: ServicesDep) -> PerplexityResponse:
+async def score_perplexity(request: Request, services: ServicesDep) -> Response:
     """Score text token by token, each token predicted from everything before it.
 
     As JSON: one `text`; a list of `texts` (each scored on its own, with a token-weighted

@@ -13,11 +13,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
 
 from app.deps import (
     ModelId,
     ServedModel,
     ServicesDep,
+    body_of,
     language_model_at,
     language_model_of,
 )
@@ -41,6 +43,10 @@ from app.schemas.tokenize import (
 router = APIRouter(prefix="/v1", tags=["tokenization"])
 server_router = APIRouter(tags=["tokenization"])
 ERRORS = responses(400, 401, 404, 413, 422, 503)
+TokenizeBody = Annotated[TokenizeRequest, Depends(body_of(TokenizeRequest))]
+TokenizeModel = Annotated[ServedModel, Depends(language_model_of(TokenizeRequest))]
+DetokenizeBody = Annotated[DetokenizeRequest, Depends(body_of(DetokenizeRequest))]
+DetokenizeModel = Annotated[ServedModel, Depends(language_model_of(DetokenizeRequest))]
 
 
 def check_ids(lm: ServedModel, ids: list[int], param: str) -> None:
@@ -57,33 +63,36 @@ def check_ids(lm: ServedModel, ids: list[int], param: str) -> None:
 
 
 @router.post("/tokenize", response_model=TokenizeResponse, responses=ERRORS)
-async def tokenize_text(
-    body: TokenizeRequest,
-    lm: Annotated[ServedModel, Depends(language_model_of(TokenizeRequest))],
-) -> TokenizeResponse:
+async def tokenize_text(body: TokenizeBody, lm: TokenizeModel, services: ServicesDep) -> Response:
     """Normalize `text` with the bundle's rule (shown as `tokenizer`) and map its tokens to
     ids (unknown ones to `<unk>`, 0; a byte model has no unknown tokens)."""
-    encoded = lm.tokenizer.encode(body.text)
-    return TokenizeResponse(
-        model=lm.name,
-        tokenizer=TokenizerRule.of(lm.tokenizer),
-        cleaned=encoded.cleaned,
-        ids=encoded.ids,
-        tokens=lm.tokenizer.rule.split(encoded.cleaned),
-        count=len(encoded.ids),
-        unknown_tokens=encoded.unknown,
-    )
+
+    def build() -> TokenizeResponse:
+        encoded = lm.tokenizer.encode(body.text)
+        return TokenizeResponse(
+            model=lm.name,
+            tokenizer=TokenizerRule.of(lm.tokenizer),
+            cleaned=encoded.cleaned,
+            ids=encoded.ids,
+            tokens=lm.tokenizer.rule.split(encoded.cleaned),
+            count=len(encoded.ids),
+            unknown_tokens=encoded.unknown,
+        )
+
+    return await services.answer(build, len(body.text))
 
 
 @router.post("/detokenize", response_model=DetokenizeResponse, responses=ERRORS)
 async def detokenize_ids(
-    body: DetokenizeRequest,
-    lm: Annotated[ServedModel, Depends(language_model_of(DetokenizeRequest))],
-) -> DetokenizeResponse:
+    body: DetokenizeBody, lm: DetokenizeModel, services: ServicesDep
+) -> Response:
     """The text of token ids (`ids`, or `tokens` as vLLM names them): characters joined, or
     words joined by single spaces."""
-    check_ids(lm, body.token_ids, body.ids_name)
-    return DetokenizeResponse(model=lm.name, text=lm.tokenizer.decode(body.token_ids))
+    ids = body.token_ids
+    check_ids(lm, ids, body.ids_name)
+    return await services.answer(
+        lambda: DetokenizeResponse(model=lm.name, text=lm.tokenizer.decode(ids)), len(ids)
+    )
 
 
 def tokenizer_info(lm: ServedModel) -> TokenizerInfo:
@@ -127,6 +136,8 @@ ModelQuery = Annotated[
         examples=["char-lstm"],
     ),
 ]
+TokenizeServerBody = Annotated[ServerTokenizeRequest, Depends(body_of(ServerTokenizeRequest))]
+DetokenizeServerBody = Annotated[ServerDetokenizeRequest, Depends(body_of(ServerDetokenizeRequest))]
 DefaultTokenize = Annotated[ServedModel, Depends(language_model_of(ServerTokenizeRequest))]
 DefaultDetokenize = Annotated[ServedModel, Depends(language_model_of(ServerDetokenizeRequest))]
 ScopedTokenize = Annotated[ServedModel, Depends(language_model_at(ServerTokenizeRequest))]
@@ -142,18 +153,18 @@ async def get_tokenizer_info(services: ServicesDep, model: ModelQuery = None) ->
 
 @server_router.post("/tokenize", response_model=ServerTokenizeResponse, responses=ERRORS)
 async def tokenize_default(
-    body: ServerTokenizeRequest, lm: DefaultTokenize
-) -> ServerTokenizeResponse:
+    body: TokenizeServerBody, lm: DefaultTokenize, services: ServicesDep
+) -> Response:
     """Text to the ids /v1/completions reads for it (vLLM's /tokenize)."""
-    return tokenize_prompt(lm, body)
+    return await services.answer(lambda: tokenize_prompt(lm, body), len(body.prompt))
 
 
 @server_router.post("/detokenize", response_model=ServerDetokenizeResponse, responses=ERRORS)
 async def detokenize_default(
-    body: ServerDetokenizeRequest, lm: DefaultDetokenize
-) -> ServerDetokenizeResponse:
+    body: DetokenizeServerBody, lm: DefaultDetokenize, services: ServicesDep
+) -> Response:
     """Token ids to their text (vLLM's /detokenize)."""
-    return detokenize_tokens(lm, body)
+    return await services.answer(lambda: detokenize_tokens(lm, body), len(body.tokens))
 
 
 @server_router.get(
@@ -168,17 +179,17 @@ async def get_model_tokenizer_info(model_id: ModelId, services: ServicesDep) -> 
     "/models/{model_id}/tokenize", response_model=ServerTokenizeResponse, responses=ERRORS
 )
 async def tokenize_scoped(
-    body: ServerTokenizeRequest, lm: ScopedTokenize
-) -> ServerTokenizeResponse:
+    body: TokenizeServerBody, lm: ScopedTokenize, services: ServicesDep
+) -> Response:
     """/tokenize with the model in the path."""
-    return tokenize_prompt(lm, body)
+    return await tokenize_default(body, lm, services)
 
 
 @server_router.post(
     "/models/{model_id}/detokenize", response_model=ServerDetokenizeResponse, responses=ERRORS
 )
 async def detokenize_scoped(
-    body: ServerDetokenizeRequest, lm: ScopedDetokenize
-) -> ServerDetokenizeResponse:
+    body: DetokenizeServerBody, lm: ScopedDetokenize, services: ServicesDep
+) -> Response:
     """/detokenize with the model in the path."""
-    return detokenize_tokens(lm, body)
+    return await detokenize_default(body, lm, services)

@@ -28,6 +28,8 @@ class ForecastRequest(StrictRequest):
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the noise and the fit")
     k_steps: list[int] = Field(
         default_factory=lambda: [1, 4, 16, 64],
+        min_length=1,
+        max_length=8,
         description=f"horizons of the k-step predictions, each 1..{MAX_K}, up to 8",
         examples=[[1, 4, 16, 64]],
     )

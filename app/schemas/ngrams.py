@@ -43,6 +43,8 @@ class NgramOptions(StrictRequest):
     level: Literal["word", "char"] = Field("word", description="count words or characters")
     n: Orders = Field(
         default_factory=lambda: [1, 2, 3],
+        min_length=1,
+        max_length=MAX_N,
         description=f"the order to count, or a list of distinct orders; each 1..{MAX_N}",
         examples=[[1, 2, 3]],
     )

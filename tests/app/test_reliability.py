@@ -417,3 +417,54 @@ def test_identical_concurrent_fits_share_one_computation(client, endless_fit) ->
         w.join(30)
     assert endless_fit["calls"] == 1 and len(answers) == 3
     assert answers[0] == answers[1] == answers[2] and answers[0]["model"] == "fitted"
+
+
+# 5. Large error bodies and large responses on the event loop.
+
+
+@pytest.mark.parametrize("bad", ["x", -1, 10**9, 1.5])
+def test_many_invalid_items_make_one_short_error(client, bad) -> None:
+    r = client.post("/v1/detokenize", json={"ids": [3, *[bad] * 199_999]})
+    assert_error(r, 422, "ids.1")  # the first bad item, as for a short list
+    assert len(r.content) < 2000
+
+
+def test_validation_errors_are_capped_per_request(client) -> None:
+    body = {f"field{i}": i for i in range(500)} | {"prefix": 1, "max_new_tokens": "x"}
+    r = client.post("/v1/generate", json=body)
+    error = assert_error(r, 422)
+    assert len(r.content) < 4000 and "more errors" in error["message"]
+
+
+@pytest.mark.parametrize("field", ["n", "k_steps"])
+def test_long_lists_are_refused_by_length_first(client, field) -> None:
+    path = "/v1/ngrams" if field == "n" else "/v1/forecast"
+    body = {field: ["x"] * 100_000} | ({"text": "a b"} if field == "n" else {})
+    r = client.post(path, json=body)
+    assert_error(r, 422, field)
+    assert len(r.content) < 2000
+
+
+@pytest.fixture
+def busy_jobs(client):
+    """Every CPU-job place taken (running and waiting) until the fixture ends."""
+    services = client.app.state.services
+    gate = threading.Event()
+    tasks = []
+
+    async def occupy():
+        for _ in range(services.jobs.limit):
+            tasks.append(asyncio.ensure_future(services.jobs.run(gate.wait, 30)))
+
+    client.portal.call(occupy)
+    yield services.jobs
+    gate.set()
+
+
+def test_large_responses_are_built_as_cpu_jobs_counted_against_the_limits(
+    client, busy_jobs
+) -> None:
+    small = client.post("/v1/tokenize", json={"text": "the time machine"})
+    assert small.status_code == 200  # small answers are built inline
+    large = client.post("/v1/tokenize", json={"text": "the time machine " * 11_000})
+    assert_error(large, 503, None, "CPU jobs")
