@@ -98,8 +98,8 @@ async def count_ngrams(request: Request, services: ServicesDep) -> NgramResponse
 
 async def _plot(services: Services, body: NgramPlotRequest, source: str) -> Response:
     counter = await _counter(services, body)
-    curves = [(f"{n}-gram" if n > 1 else "unigram", counter.counts(n).tolist()) for n in body.n]
-    if not any(counts for _, counts in curves):
+    curves = [(f"{n}-gram" if n > 1 else "unigram", counter.counts(n)) for n in body.n]
+    if not any(len(counts) for _, counts in curves):
         raise InvalidInput(
             f"the text has no {body.level} n-grams of order {min(body.n)} or more to plot",
             param="text",
