@@ -35,9 +35,7 @@ from app.metrics import Metrics
 from app.middleware import RequestBody, RequestLog
 from app.registry import Registry
 from app.routes import (
-    compare,
     completions,
-    corpora,
     forecast,
     generate,
     health,
@@ -182,20 +180,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.register(app)
     for module in (health, metrics):
         app.include_router(module.router)
-    # Only a keyed service documents (and asks for) the bearer scheme.
+    # The API, and vLLM's tokenizer routes at the root and one model's own base URLs (for
+    # lm-eval): guarded by the key when there is one (only then is the scheme documented).
+    guarded = [
+        *(
+            m.router
+            for m in (models, generate, completions, tokenize, perplexity, ngrams, forecast)
+        ),
+        tokenize.server_router,
+        completions.scoped_router,
+    ]
     guard = [Depends(bearer)] if settings.api_key is not None else []
-    routers = (models, generate, completions, tokenize, perplexity, compare, ngrams, corpora)
-    for module in (*routers, forecast):
-        app.include_router(module.router, dependencies=guard)
-    # vLLM's tokenizer routes at the root and one model's own base URLs (for lm-eval).
-    app.include_router(tokenize.server_router, dependencies=guard)
-    app.include_router(completions.scoped_router, dependencies=guard)
+    for router in guarded:
+        app.include_router(router, dependencies=guard)
     _playground(app)
     app.add_middleware(
         RequestBody, max_bytes=settings.max_body_bytes, read_timeout=settings.body_timeout_s
     )
     if settings.api_key is not None:  # outside RequestBody: no body is read before the 401
-        app.add_middleware(RequireKey, key=settings.api_key.get_secret_value())
+        routes = [route for router in guarded for route in router.routes]
+        app.add_middleware(RequireKey, key=settings.api_key.get_secret_value(), routes=routes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
