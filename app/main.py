@@ -75,6 +75,7 @@ async def _load(services: Services) -> None:
             max_queue=settings.max_queue,
             executor=services.decode,
             on_first_token=services.metrics.time_to_first_token.labels(name).observe,
+            prefill_slice_s=settings.prefill_slice_s,
         )
         scheduler.start()
         services.language_models[name] = ServedModel(

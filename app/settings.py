@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     # Scheduler and load limits.
     max_batch_size: int = Field(64, ge=1, le=1024, description="sequences decoded per step")
     max_queue: int = Field(256, ge=0, description="sequences waiting beyond the batch")
+    prefill_slice_s: float = Field(
+        0.002,
+        ge=0,
+        description="time a decoding step may spend encoding new prompts (at least one pass)",
+    )
     max_concurrent_scoring: int = Field(2, ge=1, description="perplexity/n-gram jobs at once")
     request_timeout_s: float = Field(120.0, gt=0, description="per-request time limit")
     max_body_bytes: int = Field(3 * 1024 * 1024, ge=1024, description="largest request body")

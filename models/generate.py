@@ -314,6 +314,16 @@ class Step:
     beams: dict[int, BeamCandidates] = field(default_factory=dict)
 
 
+Encoded = tuple[int, State]  # (tokens of a prefix already encoded, the state after them)
+
+
+def join_states(states: Sequence[State | None]) -> State | None:
+    """Several rows' states as one (batch on dim 1), or None if the rows have none."""
+    if not states or states[0] is None:
+        return None
+    return tuple(torch.cat(parts, dim=1) for parts in zip(*states, strict=True))
+
+
 class DecodeBatch:
     """The active sequences of one model, advanced together one token per step.
 
@@ -381,14 +391,20 @@ class DecodeBatch:
 
     @torch.inference_mode()
     def add_all(
-        self, prefixes: Sequence[Sequence[int]], params: Sequence[Sequence[SamplingParams]]
+        self,
+        prefixes: Sequence[Sequence[int]],
+        params: Sequence[Sequence[SamplingParams]],
+        encoded: Sequence[Encoded | None] | None = None,
     ) -> None:
         """Append the rows of several prefixes (one row per params entry), in order.
 
         A prefix whose params ask for beam search (num_beams k > 1) must list k entries:
-        they become one beam group. Prefixes of equal length are encoded together in one
-        forward pass: requests that join at the same step pay one recurrent-layer call per
-        distinct length, not one each.
+        they become one beam group. `encoded[i]`, when given, is (n, state): the first n
+        tokens of prefixes[i] are already in `state` (a long prefix encoded a chunk at a
+        time), and only the rest is encoded here; the whole prefix still counts as the
+        sequence's history. What is left to encode of equal length (and alike in having a
+        state) is encoded together in one forward pass: requests that join at the same
+        step pay one recurrent-layer call per distinct length, not one each.
         """
         if any(not ids for ids in prefixes):
             raise ValueError("prefix must have at least one token")
@@ -398,20 +414,27 @@ class DecodeBatch:
             for p in group:
                 if any(i >= self.vocab_size for i, _ in p.logit_bias):
                     raise ValueError(f"logit_bias token id out of range (vocab {self.vocab_size})")
-        by_length: dict[int, list[int]] = {}
-        for i, ids in enumerate(prefixes):
-            by_length.setdefault(len(ids), []).append(i)
-        encoded: list[tuple[Tensor, State]] = [None] * len(prefixes)  # type: ignore[list-item]
-        for members in by_length.values():
-            X = torch.tensor([list(prefixes[i]) for i in members], device=self.device)  # (G, T)
-            logits, state = self.model(X)
+        done = list(encoded) if encoded is not None else [None] * len(prefixes)
+        rest = [
+            list(ids[e[0] :]) if e else list(ids) for ids, e in zip(prefixes, done, strict=True)
+        ]
+        if any(not ids for ids in rest):
+            raise ValueError("at least one token of each prefix must be left to encode")
+        groups: dict[tuple[int, bool], list[int]] = {}
+        for i, ids in enumerate(rest):
+            groups.setdefault((len(ids), done[i] is not None), []).append(i)
+        out: list[tuple[Tensor, State]] = [None] * len(prefixes)  # type: ignore[list-item]
+        for members in groups.values():
+            X = torch.tensor([rest[i] for i in members], device=self.device)  # (G, T)
+            starts = [e[1] if (e := done[i]) else None for i in members]
+            logits, state = self.model(X, join_states(starts))
             for j, i in enumerate(members):
-                encoded[i] = (logits[j, -1].float(), tuple(s[:, j : j + 1] for s in state))
+                out[i] = (logits[j, -1].float(), tuple(s[:, j : j + 1] for s in state))
         rows = [len(p) for p in params]
-        last = [logit.expand(n, -1) for (logit, _), n in zip(encoded, rows, strict=True)]
+        last = [logit.expand(n, -1) for (logit, _), n in zip(out, rows, strict=True)]
         states = [
             tuple(s.expand(-1, n, -1) for s in state)
-            for (_, state), n in zip(encoded, rows, strict=True)
+            for (_, state), n in zip(out, rows, strict=True)
         ]
         if self.state is not None and len(self):
             states.insert(0, self.state)
@@ -822,12 +845,14 @@ def _unchain(chain: _Chain) -> list[TokenLogprob]:
 
 @dataclass
 class Join(Generic[Owner]):
-    """A prefix and its sequences' params (one per choice), joining the batch together."""
+    """A prefix and its sequences' params (one per choice), joining the batch together;
+    `encoded`: (n, state) when the prefix's first n tokens were encoded beforehand."""
 
     owner: Owner
     prefix_ids: Sequence[int]
     params: Sequence[SamplingParams]
     stream: bool = False
+    encoded: Encoded | None = None
 
 
 def rows_needed(params: Sequence[SamplingParams]) -> int:
@@ -974,6 +999,7 @@ class Decoder(Generic[Owner]):
         done: list[tuple[Owner, Delta]] = []
         prefixes: list[Sequence[int]] = []
         groups: list[list[SamplingParams]] = []
+        encoded: list[Encoded | None] = []
         for join in joins:
             params = list(join.params)
             if not params:
@@ -1009,8 +1035,9 @@ class Decoder(Generic[Owner]):
                     continue
                 groups.append(live)
             prefixes.append(join.prefix_ids)
+            encoded.append(join.encoded)
         if prefixes:
-            self.batch.add_all(prefixes, groups)
+            self.batch.add_all(prefixes, groups, encoded)
         return done
 
     def sequences(self) -> list[tuple[Owner, int]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import pytest
 
@@ -116,3 +117,44 @@ def test_a_cancelled_request_frees_its_queue_places_at_once(char_tokenizer: Toke
         return scheduler.queued
 
     assert run(main()) == 3
+
+
+def test_long_prefixes_are_encoded_a_bounded_pass_per_step(char_tokenizer: Tokenizer) -> None:
+    """Issue 12, item 3: admission work is bounded per step. While 16 long prefixes of
+    distinct lengths join, a running stream still gets a token every step, and no step
+    encodes more than one pass of at most `prefill_chunk` tokens (slice 0: one pass)."""
+    model = tiny_lm("gru", num_hiddens=32)
+    passes: list[tuple[int, int, int]] = []  # (step, rows, tokens) of each forward call
+    real_forward = model.forward
+    long = [[1 + (i + j) % 20 for j in range(300 + 7 * i)] for i in range(16)]
+
+    async def main():
+        scheduler = engine(model, char_tokenizer, max_batch=64, prefill_slice_s=0.0)
+
+        def counting(X, state=None):
+            passes.append((scheduler.steps, *X.shape))
+            return real_forward(X, state)
+
+        model.forward = counting
+        scheduler.start()
+        try:
+            running = scheduler.submit([1, 2], [SamplingParams(temperature=0, max_new_tokens=400)])
+            await running.queue.get()
+            first_step = scheduler.steps
+            waiting = scheduler.submit_all(long, [SamplingParams(max_new_tokens=2)], stream=False)
+            done = streams.collect(waiting, timeout=120)
+            tokens = 0
+            async for _ in streams.deltas(running, timeout=120):
+                tokens += 1
+                if tokens == 10:
+                    finished = await done
+            return first_step, tokens, finished
+        finally:
+            await scheduler.stop()
+
+    first_step, tokens, finished = run(main())
+    during = [(rows, t) for step, rows, t in passes if step >= first_step]
+    assert all(t <= Scheduler.PREFILL_CHUNK for _, t in during)
+    per_step = Counter(step for step, _, _ in passes if step >= first_step)
+    assert max(per_step.values()) == 1  # one pass a step with no time slice
+    assert tokens == 399 and all(c.finish_reason == "length" for cs in finished for c in cs)
