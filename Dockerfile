@@ -54,5 +54,5 @@ FROM base AS api
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/ready', timeout=2)"]
-CMD ["uvicorn", "--factory", "app.main:create_app", "--host", "0.0.0.0", "--port", "8000", \
-     "--timeout-graceful-shutdown", "20"]
+# uvicorn with the server's limits (app/server.py: head and body deadlines, connections).
+CMD ["python", "-m", "app", "--host", "0.0.0.0", "--port", "8000"]

@@ -82,9 +82,9 @@ fmt: install
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
+# uvicorn with the server's limits (app/server.py: head and body deadlines, connections).
 serve: install
-	$(VENV)/bin/uvicorn --factory app.main:create_app --host $(HOST) --port $(PORT) \
-		--timeout-graceful-shutdown 20
+	$(PY) -m app --host $(HOST) --port $(PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info

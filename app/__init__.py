@@ -1,1 +1,1 @@
-"""The rnnlm HTTP service (FastAPI): `uvicorn --factory app.main:create_app`."""
+"""The rnnlm HTTP service (FastAPI): `python -m app` serves it (app/server.py)."""

@@ -1,4 +1,5 @@
-"""The application factory: `uvicorn --factory app.main:create_app`.
+"""The application factory: `uvicorn --factory app.main:create_app` (`python -m app` runs it
+with the server's limits, app/server.py).
 
 `create_app(settings)` wires settings, exception handlers, middleware, routers, and
 Swagger UI and ReDoc served from the app's own assets (fastapi-offline: no CDN). The

@@ -47,6 +47,15 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(
         30.0, gt=0, description="a request body that stops arriving this long gets 408"
     )
+    # The HTTP server's limits (`python -m app`, app/server.py).
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a request line and headers not in within this get 408"
+    )
+    max_connections: int = Field(
+        512, ge=1, description="connections or requests in progress; beyond, 503"
+    )
+    keep_alive_s: int = Field(5, ge=1, description="idle keep-alive connections close after")
+    shutdown_grace_s: int = Field(20, ge=0, description="in-flight requests' time on SIGTERM")
 
     @field_validator("api_key", mode="before")
     @classmethod

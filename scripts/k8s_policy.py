@@ -32,11 +32,6 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-def flag(command: list[str], name: str) -> str:
-    assert name in command, f"the container command lacks {name}"
-    return command[command.index(name) + 1]
-
-
 def check(path: Path) -> None:
     objects = [o for o in yaml.safe_load_all(path.read_text()) if o]
     deployment = one(objects, "Deployment")
@@ -78,7 +73,7 @@ def check(path: Path) -> None:
     settings = config["data"]
     assert all(k.startswith("RNNLM_") for k in settings), "ConfigMap holds non-RNNLM_ keys"
 
-    drain = float(flag(container["command"], "--timeout-graceful-shutdown"))
+    drain = float(env["RNNLM_SHUTDOWN_GRACE_S"]["value"])
     pause = float(container["lifecycle"]["preStop"]["exec"]["command"][-1])
     grace = spec["terminationGracePeriodSeconds"]
     assert grace > pause + drain, f"grace {grace} s <= preStop {pause} s + drain {drain} s"

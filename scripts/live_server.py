@@ -1,4 +1,4 @@
-"""The service as a real uvicorn process on a free loopback port, for whatever needs HTTP.
+"""The service (`python -m app`) as a real process on a free loopback port, for whatever needs HTTP.
 
 One helper for the end-to-end and browser tests, the benchmarks and the fuzz script:
 
@@ -76,15 +76,17 @@ def start(
     env: Mapping[str, str] | None = None,
     ready_timeout: float = READY_TIMEOUT_S,
 ) -> LiveServer:
-    """Spawn uvicorn and return once /ready answers 200 (every bundle loaded)."""
+    """Spawn the service and return once /ready answers 200 (every bundle loaded)."""
     port = free_port()
-    full_env = {**os.environ, "RNNLM_LOG_LEVEL": "warning"}
+    full_env = {
+        **os.environ,
+        "RNNLM_LOG_LEVEL": "warning",
+        "RNNLM_SHUTDOWN_GRACE_S": str(GRACEFUL_SHUTDOWN_S),
+    }
     if checkpoint_dir is not None:
         full_env["RNNLM_CHECKPOINT_DIR"] = str(checkpoint_dir)
     full_env |= env or {}
-    command = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app"]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
-    command += ["--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_S)]
+    command = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
     log = tempfile.NamedTemporaryFile(prefix="rnnlm-server-", suffix=".log")  # noqa: SIM115
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=log)

@@ -161,18 +161,20 @@ def assert_error(response, status: int, param: str | None = None, *words: str) -
     return error
 
 
-def server_env() -> dict[str, str]:
-    """A live server reads the book from where the tests found it, and never downloads."""
+def server_env(**extra: str) -> dict[str, str]:
+    """A live server reads the book from where the tests found it, and never downloads;
+    `extra`: RNNLM_* settings of the test."""
     env = {"RNNLM_ALLOW_DOWNLOAD": "false"}
     if DATA_DIR is not None:
         env["RNNLM_DATA_DIR"] = str(DATA_DIR)
-    return env
+    return env | extra
 
 
 @contextlib.contextmanager
-def running_server(checkpoint_dir: Path) -> Iterator[LiveServer]:
-    """uvicorn serving the tiny bundles as a real process on a free port, for the block."""
-    with live_server(checkpoint_dir, server_env()) as server:
+def running_server(checkpoint_dir: Path, **env: str) -> Iterator[LiveServer]:
+    """The service (`python -m app`) serving the tiny bundles as a real process on a free
+    port, for the block."""
+    with live_server(checkpoint_dir, server_env(**env)) as server:
         yield server
 
 

@@ -31,7 +31,13 @@ from app.scheduler import Scheduler
 from models import bundle as bundle_module
 from models.forecast import SineConfig
 from models.score import Cancelled
-from tests.app.conftest import active_sequences, assert_error, make_settings, wait_ready
+from tests.app.conftest import (
+    active_sequences,
+    assert_error,
+    make_settings,
+    running_server,
+    wait_ready,
+)
 
 
 def bundles(tmp_path: Path, checkpoint_dir: Path, *names: str) -> Path:
@@ -500,3 +506,22 @@ def test_a_large_zipf_plot_leaves_none_of_its_data_behind(fmt) -> None:
     held_after_plot(np.arange(100, 0, -1), fmt)  # matplotlib's one-time caches
     held = held_after_plot(np.arange(1_000_000, 0, -1), fmt)  # a 2 MB text's char 6-grams
     assert held < 12_000_000, f"{held / 1e6:.1f} MB held"  # the data alone: 130 MB
+
+
+# 12. Slow clients holding connections: the server's own limits (python -m app).
+
+
+def test_slow_clients_cannot_hold_connections_open(checkpoint_dir) -> None:
+    limits = {"RNNLM_HEADER_TIMEOUT_S": "5", "RNNLM_MAX_CONNECTIONS": "4"}
+    with running_server(checkpoint_dir, **limits) as server:
+        url = server.url
+        host, port = url.removeprefix("http://").split(":")
+        slow = [socket.create_connection((host, int(port)), timeout=60) for _ in range(4)]
+        for s in slow:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        assert httpx.get(f"{url}/health", timeout=30).status_code == 503  # the limit
+        for s in slow:  # each is answered 408 and closed at the head deadline
+            with s:
+                answer = b"".join(iter(lambda s=s: s.recv(4096), b""))
+            assert answer.startswith(b"HTTP/1.1 408")
+        assert httpx.get(f"{url}/health", timeout=30).status_code == 200
