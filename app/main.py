@@ -36,7 +36,9 @@ from app.metrics import Metrics
 from app.middleware import RequestBody, RequestLog
 from app.registry import Registry
 from app.routes import (
+    compare,
     completions,
+    corpora,
     forecast,
     generate,
     health,
@@ -184,11 +186,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     # The API, and vLLM's tokenizer routes at the root and one model's own base URLs (for
     # lm-eval): guarded by the key when there is one (only then is the scheme documented).
+    api = (models, generate, completions, tokenize, perplexity, compare, ngrams, corpora, forecast)
     guarded = [
-        *(
-            m.router
-            for m in (models, generate, completions, tokenize, perplexity, ngrams, forecast)
-        ),
+        *(module.router for module in api),
         tokenize.server_router,
         completions.scoped_router,
     ]
