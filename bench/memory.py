@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -45,7 +46,8 @@ def send(client: httpx.Client, kind: str, i: int) -> int:
 def main(kinds: list[str], count: int, timeout: float) -> None:
     env = {"RNNLM_REQUEST_TIMEOUT_S": str(timeout)}
     with live_server(env) as (url, _, pid), httpx.Client(base_url=url, timeout=600) as client:
-        print(json.dumps({"machine": machine(), "start_mb": round(rss_mb(pid))}), flush=True)
+        head = {"machine": machine(), "load_average": os.getloadavg()}
+        print(json.dumps(head | {"start_mb": round(rss_mb(pid))}), flush=True)
         for kind in kinds:
             send(client, kind, 0)
         warm = rss_mb(pid)

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import statistics
 import string
@@ -145,6 +146,7 @@ async def under(url: str, kind: str, copies: int, probes: int, idle: float) -> d
         "noise_statuses": sorted(set(statuses)),
         "noise_finished_during_probes": finished,
         "ok": max(times) / idle <= 3 and max(health_s) <= 0.1,
+        "load_average_1min": os.getloadavg()[0],
     }
 
 
@@ -165,7 +167,8 @@ async def main(kinds: list[str], probes: int, copies: list[int]) -> None:
             await probe(client)  # warm-up
             idle_times = [await probe(client) for _ in range(7)]
         idle = statistics.median(idle_times)
-        print(json.dumps({"machine": machine(), "idle_probe_s": round(idle, 4)}), flush=True)
+        head = {"machine": machine(), "load_average": os.getloadavg()}
+        print(json.dumps(head | {"idle_probe_s": round(idle, 4)}), flush=True)
         for kind in kinds:
             for n in copies:
                 print(json.dumps(await under(url, kind, n, probes, idle)), flush=True)
