@@ -8,12 +8,18 @@ for as long as it lives, and on a small machine a second live team slows the fir
 (docs/benchmarks.md has the figures). So decoding has one long-lived thread
 (`decode_executor`, shared by every model's scheduler), and everything else runs in a
 thread that exits when its job is done, taking its team with it.
+
+Jobs run at a lower CPU priority (JOB_NICENESS, where the system allows it, as on Linux)
+than decoding and the event loop: a long job then slows the streams and the quick answers
+around it less, and still gets every CPU cycle they leave (bench/noisy_neighbour.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
@@ -21,6 +27,19 @@ from typing import TypeVar
 from app.errors import Overloaded
 
 T = TypeVar("T")
+
+JOB_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    """This thread (and the torch workers it starts) at JOB_NICENESS, where supported."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), JOB_NICENESS)
+
+
+def _as_job(fn: Callable[..., T], *args: object) -> T:
+    _lower_priority()
+    return fn(*args)
 
 
 def decode_executor() -> ThreadPoolExecutor:
@@ -66,7 +85,7 @@ class JobRunner:
             with contextlib.suppress(RuntimeError):  # the loop closed first: nothing to free
                 loop.call_soon_threadsafe(self._release)
 
-        future = start_in_fresh_thread(fn, *args)
+        future = start_in_fresh_thread(_as_job, fn, *args)
         future.add_done_callback(finished)
         return await asyncio.wrap_future(future)
 
