@@ -1,11 +1,11 @@
 """Noisy neighbour: does the worst allowed request of each kind cost anyone but its sender?
 
 While the largest request each route allows runs (one at a time, then 8 at once), a probe
-client times a 50-token greedy generation on another model and /health is polled every
-50 ms. Reports, per kind, the probe's time against its time on the idle server (median
-of the probes, and the worst) and the slowest /health answer. Targets (issue 12): the
-probe within 3x, /health within 100 ms. The noise is abandoned after the probes (its
-clients disconnect), which the service must also absorb.
+client (a process of its own) times a 50-token greedy generation on another model and
+polls /health every 50 ms. Reports, per kind, the probe's time against its time on the
+idle server (median of the probes, and the worst) and the slowest /health answer.
+Targets (issue 12): the probe within 3x, /health within 100 ms. The noise is abandoned
+after the probes (its clients disconnect), which the service must also absorb.
 
     python -m bench.noisy_neighbour [--kinds generate,perplexity] [--probes 3]
 """
@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
+import multiprocessing
 import os
 import random
 import statistics
 import string
+import threading
 import time
+from multiprocessing import Queue
 from typing import Any
 
 import httpx
@@ -89,16 +91,48 @@ KINDS = (
 )
 
 
-async def probe(client: httpx.AsyncClient) -> float:
-    started = time.perf_counter()
-    r = await client.post("/v1/generate", json=PROBE)
-    r.raise_for_status()
-    return time.perf_counter() - started
+def measure(url: str, probes: int, out: Queue) -> None:  # type: ignore[type-arg]
+    """In a process of its own (the noise's client work must not delay it): `probes`
+    probe generations one after another, /health every 50 ms meanwhile on a connection
+    of its own; puts (probe seconds, /health seconds)."""
+    stop = threading.Event()
+    health_s: list[float] = []
+
+    def poll() -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            while not stop.is_set():
+                started = time.perf_counter()
+                client.get("/health").raise_for_status()
+                health_s.append(time.perf_counter() - started)
+                stop.wait(0.05)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    times = []
+    with httpx.Client(base_url=url, timeout=600) as client:
+        for _ in range(probes):
+            started = time.perf_counter()
+            client.post("/v1/generate", json=PROBE).raise_for_status()
+            times.append(time.perf_counter() - started)
+    stop.set()
+    poller.join()
+    out.put((times, health_s))
 
 
-async def noise(client: httpx.AsyncClient, kind: str, i: int, statuses: list[int]) -> None:
-    method, path, body = worst(kind, i)
-    content = json.dumps(body).encode()
+def measured(url: str, probes: int) -> tuple[list[float], list[float]]:
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    process = context.Process(target=measure, args=(url, probes, out))
+    process.start()
+    times, health_s = out.get()
+    process.join()
+    return times, health_s
+
+
+async def noise(
+    client: httpx.AsyncClient, request: tuple[str, str, bytes], statuses: list[int]
+) -> None:
+    method, path, content = request
     headers = {"content-type": "application/json"}
     async with client.stream(method, path, content=content, headers=headers) as r:
         statuses.append(r.status_code)
@@ -106,31 +140,17 @@ async def noise(client: httpx.AsyncClient, kind: str, i: int, statuses: list[int
             pass
 
 
-async def health(url: str, stop: asyncio.Event, worst_s: list[float]) -> None:
-    """/health every 50 ms on a connection of its own; the slowest answer."""
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        while not stop.is_set():
-            started = time.perf_counter()
-            (await client.get("/health")).raise_for_status()
-            worst_s.append(time.perf_counter() - started)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.05)
-
-
 async def under(url: str, kind: str, copies: int, probes: int, idle: float) -> dict[str, Any]:
+    requests = []
+    for i in range(copies):  # built before the clock starts
+        method, path, body = worst(kind, i)
+        requests.append((method, path, json.dumps(body).encode()))
     limits = httpx.Limits(max_connections=copies + 4)
-    async with (
-        httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as noisy,
-        httpx.AsyncClient(base_url=url, timeout=600) as prober,
-    ):
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as noisy:
         statuses: list[int] = []
-        tasks = [asyncio.create_task(noise(noisy, kind, i, statuses)) for i in range(copies)]
+        tasks = [asyncio.create_task(noise(noisy, r, statuses)) for r in requests]
         await asyncio.sleep(1.0)  # the bodies are in and the work has begun
-        stop, health_s = asyncio.Event(), []
-        poller = asyncio.create_task(health(url, stop, health_s))
-        times = [await probe(prober) for _ in range(probes)]
-        stop.set()
-        await poller
+        times, health_s = await asyncio.to_thread(measured, url, probes)
         finished = sum(t.done() for t in tasks)
         for task in tasks:
             task.cancel()  # the noisy clients leave
@@ -151,7 +171,7 @@ async def under(url: str, kind: str, copies: int, probes: int, idle: float) -> d
 
 
 async def settle(url: str) -> None:
-    """Wait until the abandoned noise has left the server (no sequence, no CPU job)."""
+    """Wait until the abandoned noise has left the server (no sequence decoding)."""
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         for _ in range(600):
             ready = (await client.get("/ready")).json()
@@ -163,10 +183,8 @@ async def settle(url: str) -> None:
 
 async def main(kinds: list[str], probes: int, copies: list[int]) -> None:
     with live_server() as (url, _, _):
-        async with httpx.AsyncClient(base_url=url, timeout=600) as client:
-            await probe(client)  # warm-up
-            idle_times = [await probe(client) for _ in range(7)]
-        idle = statistics.median(idle_times)
+        idle_times, _ = await asyncio.to_thread(measured, url, 8)
+        idle = statistics.median(idle_times[1:])  # the first warms up
         head = {"machine": machine(), "load_average": os.getloadavg()}
         print(json.dumps(head | {"idle_probe_s": round(idle, 4)}), flush=True)
         for kind in kinds:
