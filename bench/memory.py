@@ -2,13 +2,13 @@
 
 Starts the service on the committed bundles, sends one of the largest allowed requests of
 each kind (the warm-up: imports, matplotlib's caches, the allocator's arenas), notes the
-resident memory (RSS), then sends `--count` more of each kind, each distinct, and notes
-it again. Reports both and their ratio per kind and overall (issue 12: within 10% of the
-warmed-up start, or a documented fixed cache size). The requests are those of
-bench/noisy_neighbour.py (`worst`); the request time limit is `--timeout` seconds, so the
-slowest kinds are cut there (504) as they would be in service.
+resident memory (RSS), then sends `--count` more of each kind, each distinct, up to
+`--parallel` at once, and notes it again. Reports both and their ratio per kind and
+overall (issue 12: within 10% of the warmed-up start, or a documented fixed cache size).
+The requests are those of bench/noisy_neighbour.py (`worst`); the request time limit is
+`--timeout` seconds, so the slowest kinds are cut there (504) as they would be in service.
 
-    python -m bench.memory [--count 20] [--kinds ...] [--timeout 60]
+    python -m bench.memory [--count 20] [--parallel 4] [--kinds ...] [--timeout 30]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -43,9 +44,13 @@ def send(client: httpx.Client, kind: str, i: int) -> int:
         return r.status_code
 
 
-def main(kinds: list[str], count: int, timeout: float) -> None:
+def main(kinds: list[str], count: int, parallel: int, timeout: float) -> None:
     env = {"RNNLM_REQUEST_TIMEOUT_S": str(timeout)}
-    with live_server(env) as (url, _, pid), httpx.Client(base_url=url, timeout=600) as client:
+    limits = httpx.Limits(max_connections=parallel + 2)
+    with (
+        live_server(env) as (url, _, pid),
+        httpx.Client(base_url=url, timeout=600, limits=limits) as client,
+    ):
         head = {"machine": machine(), "load_average": os.getloadavg()}
         print(json.dumps(head | {"start_mb": round(rss_mb(pid))}), flush=True)
         for kind in kinds:
@@ -55,7 +60,9 @@ def main(kinds: list[str], count: int, timeout: float) -> None:
         for kind in kinds:
             before = rss_mb(pid)
             started = time.perf_counter()
-            statuses = sorted({send(client, kind, i) for i in range(1, count + 1)})
+            with ThreadPoolExecutor(parallel) as pool:
+                sent = pool.map(send, [client] * count, [kind] * count, range(1, count + 1))
+                statuses = sorted(set(sent))
             after = rss_mb(pid)
             row = {"kind": kind, "count": count, "statuses": statuses}
             row |= {"before_mb": round(before), "after_mb": round(after)}
@@ -73,6 +80,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--count", type=int, default=20)
-    parser.add_argument("--timeout", type=float, default=60.0, help="RNNLM_REQUEST_TIMEOUT_S")
+    parser.add_argument("--parallel", type=int, default=4, help="requests at once")
+    parser.add_argument("--timeout", type=float, default=30.0, help="RNNLM_REQUEST_TIMEOUT_S")
     args = parser.parse_args()
-    main(args.kinds.split(","), args.count, args.timeout)
+    main(args.kinds.split(","), args.count, args.parallel, args.timeout)
