@@ -1,6 +1,7 @@
 """POST /v1/completions: OpenAI's legacy completions over the tiny bundles."""
 
 import json
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -123,7 +124,13 @@ def test_stream_chunks_join_to_the_plain_completion(client: TestClient) -> None:
         assert [c["finish_reason"] for c in mine] == [None] * (len(mine) - 1) + ["length"]
         for key in ("tokens", "token_logprobs", "top_logprobs", "text_offset"):
             joined = [x for c in mine if c["logprobs"] for x in c["logprobs"][key]]
-            assert joined == choice["logprobs"][key], key
+            assert joined == about(choice["logprobs"][key]), key
+
+
+def about(values: list[Any]) -> list[Any]:
+    """Log-probabilities equal up to float rounding (rows may join the batch a step apart,
+    and a matrix product's rounding depends on the batch size); None and text exact."""
+    return [pytest.approx(x, rel=1e-5) if isinstance(x, float | dict) else x for x in values]
 
 
 def test_stop_strings_are_cleaned_like_the_prompt(client: TestClient) -> None:
