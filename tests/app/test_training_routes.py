@@ -90,7 +90,8 @@ def old_bundles(
         for e in gru.metrics["epochs"]
     ]
     save_bundle(root / "old-history", gru.model, gru.tokenizer, training, {"epochs": old})
-    odd = {"epochs": [{"epoch": 1, "train_ppl": "high", "lr": True, "steps": 3.0}, "junk"]}
+    # Values of the wrong type (an epoch that is not an object fails the load instead).
+    odd = {"epochs": [{"epoch": 1, "train_ppl": "high", "lr": True, "steps": 3.0}]}
     save_bundle(root / "odd-history", gru.model, gru.tokenizer, training, odd)
     corpus = root.parent / "ngram-corpus.txt"
     corpus.write_text(TINY_TEXT)
