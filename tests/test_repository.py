@@ -10,7 +10,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # Places outside the repository that code, tests and scripts must never name (spelled in
 # pieces so that this file does not name them either).
 OUTSIDE = ("../" + "shared", "DESIGN" + ".md", "STYLE" + ".md")
-CODE_DIRS = ("app", "models", "training", "tests", "bench", "scripts")
+CODE_DIRS = ("app", "models", "training", "tests", "bench", "scripts", "docs")
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+# The packages whose every module the architecture document describes.
+DESCRIBED = ("app", "models", "training")
 
 
 def normalized(name: str) -> str:
@@ -43,10 +46,39 @@ def test_torch_is_pinned_at_the_version_every_install_uses() -> None:
 
 
 def test_nothing_refers_outside_the_repository() -> None:
-    offenders = []
+    offenders = [f"README.md: {w}" for w in OUTSIDE if w in (ROOT / "README.md").read_text()]
     for folder in CODE_DIRS:
         for path in (ROOT / folder).rglob("*"):
             if path.is_file() and path.suffix in {".py", ".sh", ".js", ".html", ".css", ".md"}:
                 text = path.read_text(errors="replace")
                 offenders += [f"{path.relative_to(ROOT)}: {w}" for w in OUTSIDE if w in text]
     assert not offenders
+
+
+def test_the_architecture_document_names_every_module() -> None:
+    """A module added without a line in docs/architecture.md fails here: say what it is for."""
+    text = ARCHITECTURE.read_text()
+    modules = [
+        path.relative_to(ROOT).as_posix()
+        for package in DESCRIBED
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path.name not in ("__init__.py", "__main__.py")
+    ]
+    missing = [m for m in modules if f"`{m}`" not in text]
+    assert not missing, f"docs/architecture.md does not describe {missing}"
+
+
+def test_every_route_is_documented() -> None:
+    """Every path of the OpenAPI document appears, as a whole path, in docs/architecture.md
+    or the README."""
+    from app.main import create_app
+    from app.settings import Settings
+
+    docs = ARCHITECTURE.read_text() + (ROOT / "README.md").read_text()
+    paths = create_app(Settings()).openapi()["paths"]  # the document alone: nothing is loaded
+    missing = [
+        path
+        for path in paths
+        if not re.search(rf"(?<![\w}}/.-]){re.escape(path)}(?![\w{{/-])", docs)
+    ]
+    assert not missing, f"routes in neither docs/architecture.md nor README.md: {missing}"
