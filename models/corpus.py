@@ -11,7 +11,7 @@ import os
 import re
 import tempfile
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -181,19 +181,25 @@ def _cut(block: bytes) -> int:
 
 
 def read_chunks(
-    path: Path, decoding: Decoding = "strict", chunk_bytes: int = CHUNK_BYTES
+    path: Path,
+    decoding: Decoding = "strict",
+    chunk_bytes: int = CHUNK_BYTES,
+    on_bytes: Callable[[bytes], object] | None = None,
 ) -> Iterator[str]:
     """Stream a text file as decoded chunks of about `chunk_bytes`, each ending at a line
     end where the file has one, in bounded memory whatever the file's size.
 
     `strict` refuses bytes that are not UTF-8 (TextError naming the file's byte offset),
     `replace` reads them as U+FFFD, `surrogateescape` keeps them (the byte level).
+    `on_bytes` sees every block as read (a digest of the file in the same single pass).
     """
     offset = 0  # file offset of `carry`'s first byte
     carry = b""
     with path.open("rb") as f:
         while True:
             block = f.read(chunk_bytes)
+            if on_bytes is not None and block:
+                on_bytes(block)
             data = carry + block
             if not data:
                 return

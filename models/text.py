@@ -555,13 +555,13 @@ def char_table(vocab: Vocab) -> NDArray[np.int32]:
     return table
 
 
-def code_points(text: str) -> NDArray[np.uint32]:
-    """A text's code points as one array (surrogate escapes included)."""
+def code_points(text: str) -> NDArray[np.uint8] | NDArray[np.uint32]:
+    """A text's code points as one array (surrogate escapes included); bytes when ASCII."""
     if text.isascii():
-        return np.frombuffer(text.encode("ascii"), dtype=np.uint8).astype(np.uint32)
+        return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
 def encode_chars(text: str, table: NDArray[np.int32]) -> NDArray[np.int32]:
     """Char-level ids of a normalized text, vectorised (see `char_table`)."""
-    return table[code_points(text)]
+    return np.take(table, code_points(text))

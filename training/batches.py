@@ -14,7 +14,7 @@ one-process run.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import torch
 from torch import Tensor
@@ -32,8 +32,27 @@ def split_tokens(tokens: Sequence[T], val_frac: float) -> tuple[Sequence[T], Seq
     return tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val :]
 
 
+class Windows(Protocol):
+    """Token ids read by rows: a token file's split (training.tokens.TokenSpan), whose
+    minibatches are read from disk row by row, or an in-memory tensor."""
+
+    def __len__(self) -> int: ...
+
+    def windows(self, starts: Any, length: int) -> Tensor: ...
+
+
+Corpus = Tensor | Windows
+
+
+def _rows(corpus: Corpus, starts: Tensor, length: int) -> Tensor:
+    """(len(starts), length) ids, row r from starts[r]."""
+    if isinstance(corpus, Tensor):
+        return corpus[starts[:, None] + torch.arange(length, device=corpus.device)]
+    return corpus.windows(starts.numpy(), length)
+
+
 def random_batches(
-    corpus: Tensor,
+    corpus: Corpus,
     batch_size: int,
     num_steps: int,
     generator: torch.Generator,
@@ -44,14 +63,13 @@ def random_batches(
     offset = int(torch.randint(num_steps, (1,), generator=generator))
     num_subseqs = (len(corpus) - offset - 1) // num_steps
     starts = offset + num_steps * torch.randperm(num_subseqs, generator=generator)
-    steps = torch.arange(num_steps)
     for i in range(0, num_subseqs - batch_size + 1, batch_size):
-        index = starts[i : i + batch_size][rows, None] + steps  # (B, T)
-        yield corpus[index], corpus[index + 1]
+        window = _rows(corpus, starts[i : i + batch_size][rows], num_steps + 1)  # (B, T + 1)
+        yield window[:, :-1], window[:, 1:]
 
 
 def sequential_batches(
-    corpus: Tensor,
+    corpus: Corpus,
     batch_size: int,
     num_steps: int,
     generator: torch.Generator,
@@ -60,11 +78,11 @@ def sequential_batches(
     """Row b of each minibatch continues row b of the previous one: X, Y (batch_size,
     num_steps), or only the given `rows` of each."""
     offset = int(torch.randint(num_steps + 1, (1,), generator=generator))
-    num_tokens = (len(corpus) - offset - 1) // batch_size * batch_size
-    Xs = corpus[offset : offset + num_tokens].view(batch_size, -1)[rows]  # (B, N/B)
-    Ys = corpus[offset + 1 : offset + 1 + num_tokens].view(batch_size, -1)[rows]
-    for i in range(0, Xs.shape[1] - num_steps + 1, num_steps):
-        yield Xs[:, i : i + num_steps], Ys[:, i : i + num_steps]
+    row_len = (len(corpus) - offset - 1) // batch_size  # row b is [offset + b * row_len, ...)
+    row_starts = (offset + row_len * torch.arange(batch_size))[rows]
+    for i in range(0, row_len - num_steps + 1, num_steps):
+        window = _rows(corpus, row_starts + i, num_steps + 1)  # (B, T + 1)
+        yield window[:, :-1], window[:, 1:]
 
 
 def min_tokens(batch_size: int, num_steps: int) -> int:

@@ -32,7 +32,7 @@ from models.corpus import CorpusError
 from models.forecast import SineConfig
 from training import distributed
 from training.config import ConfigError, DataConfig, TrainConfig, build, environment_defaults
-from training.errors import TrainingError
+from training.errors import TooLittleData, TrainingError
 from training.flags import add_flags, flags_by_setting, given
 from training.loop import train
 from training.ngram import MixtureRun, NgramRun, fit_mixture, held_out_by_order, train_ngram
@@ -201,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
             sine: SineConfig = _config(parser, SineConfig, args)
             metrics = train_sine(sine, args.out)
             summary = {"out": str(args.out)} | {k: v for k, v in metrics.items() if k != "epochs"}
+    except TooLittleData as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except (CorpusError, BundleError, TrainingError, ArpaError, ValueError, OSError) as exc:
         print(f"error: {f'{ranks}: ' if ranks.distributed else ''}{exc}", file=sys.stderr)
         distributed.record_failure(exc)

@@ -10,7 +10,10 @@ validation is truly unseen.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -20,6 +23,7 @@ from models.files import file_digest
 from models.text import TextRule, Tokenizer, Vocab
 from training.batches import split_tokens
 from training.config import DataConfig
+from training.tokens import Progress, TokenFile, build_token_file, open_token_file
 
 
 @dataclass(frozen=True)
@@ -48,3 +52,44 @@ def load_tokens(data: DataConfig) -> Tokens:
         torch.tensor(vocab.encode(val_tokens), dtype=torch.long),
         file_digest(path, "sha1"),
     )
+
+
+def token_file_dir(out: Path) -> Path:
+    """Hidden sibling of the bundle (as the resume state): the service never takes it for a
+    bundle, and `--resume` finds the token file it trained from."""
+    return out.with_name(f".{out.name}.tokens")
+
+
+def prepare_tokens(data: DataConfig, out: Path, progress: Progress | None = None) -> TokenFile:
+    """The run's token file: reused when it was built from this very file version with the
+    same rule and split, built (one streaming pass over the corpus) otherwise."""
+    path = resolve_corpus(data.corpus, data.data_dir, data.cache_dir, data.allow_download)
+    stat = path.stat()
+    source = {
+        "corpus": str(path.resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "rule": TextRule(data.normalize, data.level, data.line_join).spec(),
+        "min_freq": data.min_freq,
+        "reserved_tokens": list(data.reserved_tokens),
+        "val_frac": data.val_frac,
+        "max_tokens": data.max_tokens,
+    }
+    folder = token_file_dir(out)
+    stamp = folder / "source.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == source:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            return open_token_file(folder)
+    stamp.unlink(missing_ok=True)
+    tokens = build_token_file(
+        path,
+        TextRule(data.normalize, data.level, data.line_join),
+        folder,
+        min_freq=data.min_freq,
+        reserved_tokens=data.reserved_tokens,
+        val_frac=data.val_frac,
+        max_train=data.max_tokens,
+        progress=progress,
+    )
+    stamp.write_text(json.dumps(source))
+    return tokens

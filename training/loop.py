@@ -1,11 +1,13 @@
 """The training loop for recurrent LMs (d2l §8.5-§8.6, grown up).
 
-Three parts, each replaceable on its own: the data (`training.data.load_tokens` and the
-minibatch samplers of `training.batches`), one epoch (`train_epoch`: loss = mean token
-cross-entropy, gradient clipping by global norm, an optimizer step per minibatch), and
-saving (`save_epoch`: the bundle with the best weights by validation perplexity, and the
-resume state with the last completed epoch). `train` strings them together and evaluates
-train and held-out perplexity (the shared `models.score` definition) and tokens/s.
+Three parts, each replaceable on its own: the data (`training.data.prepare_tokens`: the
+corpus as a token file, streamed once; the minibatch samplers of `training.batches`, which
+read a large split from that file row by row, in bounded memory), one epoch
+(`train_epoch`: loss = mean token cross-entropy, gradient clipping by global norm, an
+optimizer step per minibatch), and saving (`save_epoch`: the bundle with the best weights
+by validation perplexity, and the resume state with the last completed epoch). `train`
+strings them together and evaluates train and held-out perplexity (the shared
+`models.score` definition) and tokens/s.
 Every random draw of epoch e is seeded from (seed, e), so resuming gives the very same
 result as an uninterrupted run.
 
@@ -36,17 +38,20 @@ from models.files import NAME_PATTERN, is_valid_name
 from models.generate import SamplingParams, generate
 from models.history import best_epoch, lm_metrics
 from models.rnn import LanguageModel, build_model, num_parameters
-from models.score import Score, token_nll
+from models.score import DEFAULT_BURN_IN, Score, score_ids, token_nll
 from models.text import Tokenizer
 from training import distributed
-from training.batches import ALL_ROWS, BATCHERS, min_tokens, num_batches
+from training.batches import ALL_ROWS, BATCHERS, Corpus, min_tokens, num_batches
 from training.config import OptimConfig, TrainConfig
-from training.data import load_tokens
+from training.data import prepare_tokens
 from training.distributed import Ranks
-from training.errors import TrainingError
+from training.errors import TooLittleData, TrainingError
 from training.resume import load_resume, save_resume
+from training.tokens import TokenFile, TokenSpan
 
 log = logging.getLogger(__name__)
+IN_MEMORY_TOKENS = 1 << 24  # a split up to this many ids is loaded whole (128 MiB as int64)
+VAL_PIECE_TOKENS = 1 << 20  # a held-out split on disk is scored in pieces of this many ids
 
 
 def clip_gradients(params: Iterable[nn.Parameter], theta: float) -> Tensor:
@@ -93,7 +98,7 @@ class EpochStats:
 def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    train_ids: Tensor,
+    train_ids: Corpus,
     optim: OptimConfig,
     epoch: int,
     device: torch.device,
@@ -205,6 +210,55 @@ def save_epoch(
     save_resume(config, model, best_model, optimizer, history)
 
 
+def _token_file(config: TrainConfig) -> TokenFile:
+    """The corpus as a token file (built in one streaming pass, or reused), with a bar."""
+    bar = tqdm(desc="tokenizing", unit="B", unit_scale=True, leave=False, disable=None)
+
+    def progress(done: int) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        tokens = prepare_tokens(config.data, config.out, progress)
+    finally:
+        bar.close()
+    log.info(
+        "token file %s: %d tokens (%d train, %d held out), vocabulary %d",
+        tokens.path,
+        tokens.n_tokens,
+        tokens.train_end,
+        tokens.n_val,
+        len(tokens.tokenizer.vocab),
+    )
+    return tokens
+
+
+def _split(span: TokenSpan, device: torch.device) -> Corpus:
+    """A split in device memory when it is small, else read from the token file by rows."""
+    return span.tensor().to(device) if len(span) <= IN_MEMORY_TOKENS else span
+
+
+def _in_memory(ids: Corpus, device: torch.device) -> Tensor:
+    assert isinstance(ids, TokenSpan)
+    return ids.tensor().to(device)
+
+
+def _validate(model: LanguageModel, ids: Corpus) -> float:
+    """Held-out perplexity; a split on disk is scored piece by piece (each piece reading
+    the `DEFAULT_BURN_IN` ids before it first, as `score_ids` does within one text)."""
+    if isinstance(ids, Tensor):
+        return score_ids(model, ids).perplexity
+    assert isinstance(ids, TokenSpan)
+    device = next(model.parameters()).device
+    nll, count = 0.0, 0
+    for start, _ in ids.chunks(VAL_PIECE_TOKENS):
+        warm = min(start, DEFAULT_BURN_IN)
+        stop = min(len(ids), start + VAL_PIECE_TOKENS)
+        piece = ids.file.read(ids.start + start - warm, ids.start + stop).to(device)
+        score = score_ids(model, piece, max(1, warm))
+        nll, count = nll + score.nll, count + score.count
+    return math.exp(nll / count)
+
+
 def _format(value: float | None, spec: str) -> str:
     return "-" if value is None or not math.isfinite(value) else format(value, spec)
 
@@ -233,12 +287,17 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
 
 
 def _train(config: TrainConfig, resume: bool, ranks: Ranks, device: torch.device) -> dict[str, Any]:
-    data = load_tokens(config.data)
+    if ranks.rank == 0:  # one process streams the corpus; the others reuse its token file
+        data = _token_file(config)
+    if ranks.distributed:
+        torch.distributed.barrier()
+    if ranks.rank != 0:
+        data = _token_file(config)
     optim = config.optim
     need = min_tokens(optim.batch_size, optim.num_steps)
-    if len(data.train_ids) < need:
-        raise TrainingError(
-            f"the training split ({len(data.train_ids)} tokens) is too short for one minibatch: "
+    if data.train_end < need:
+        raise TooLittleData(
+            f"the training split ({data.train_end} tokens) is too short for one minibatch: "
             f"batch_size {optim.batch_size} x num_steps {optim.num_steps} needs {need} tokens"
         )
     torch.manual_seed(optim.seed)
@@ -249,13 +308,13 @@ def _train(config: TrainConfig, resume: bool, ranks: Ranks, device: torch.device
     net = distributed.wrap(model, ranks, device)
     info = config.recorded() | {
         "corpus_sha1": data.corpus_sha1,
-        "train_tokens": len(data.train_ids),
-        "val_tokens": len(data.val_ids),
+        "train_tokens": data.train_end,
+        "val_tokens": data.n_val,
         "parameters": num_parameters(model),
     }
     if ranks.distributed:
         info["data_parallel_ranks"] = ranks.world_size
-    train_ids, val_ids = data.train_ids.to(device), data.val_ids.to(device)
+    train_ids, val_ids = _split(data.train(), device), _split(data.val(), device)
     for epoch in range(len(history) + 1, optim.epochs + 1):
         if optim.patience and history and epoch - 1 - best_epoch(history) >= optim.patience:
             log.info("early stop: no better validation perplexity in %d epochs", optim.patience)
@@ -266,11 +325,13 @@ def _train(config: TrainConfig, resume: bool, ranks: Ranks, device: torch.device
                 f"epoch {epoch}: training loss is {stats.loss}; stopped. {config.out} keeps the "
                 "last good weights (try a lower lr or clip)"
             )
-        val_ppl = (
-            Score(*distributed.score_shared(model, val_ids, ranks)).perplexity
-            if len(val_ids) > 1
-            else None
-        )
+        if len(val_ids) <= 1:
+            val_ppl = None
+        elif ranks.distributed:
+            shared = val_ids if isinstance(val_ids, Tensor) else _in_memory(val_ids, device)
+            val_ppl = Score(*distributed.score_shared(model, shared, ranks)).perplexity
+        else:
+            val_ppl = _validate(model, val_ids)
         record = {
             "epoch": epoch,
             "train_ppl": math.exp(stats.loss),
