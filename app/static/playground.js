@@ -87,6 +87,24 @@ async function loadModels() {
   await showTraining();
 }
 
+// The named corpora (every *.txt in the service's data dir, and the book) for the n-grams.
+async function loadCorpora() {
+  const select = $("ng-corpus");
+  const chosen = select.value || "timemachine";
+  try {
+    const corpora = (await (await api("/v1/corpora")).json()).data;
+    select.replaceChildren();
+    for (const c of corpora) {
+      const size = c.size === null ? "not fetched yet" : `${(c.size / 1024).toFixed(0)} KiB`;
+      const option = new Option(`${c.name} (${size})`, c.name);
+      option.selected = c.name === chosen;
+      select.add(option);
+    }
+  } catch (error) {
+    $("ng-error").textContent = error.message;
+  }
+}
+
 // Server-sent events from a fetch body, parsed as they arrive: one JSON object per event.
 async function* sseEvents(response) {
   const reader = response.body.getReader();
@@ -253,7 +271,7 @@ function escape(text) {
 async function countNgrams() {
   const source = document.querySelector("input[name=ng-source]:checked").value;
   const body = { level: $("ng-level").value, n: list("ng-n"), top_k: num("ng-top-k") };
-  if (source === "corpus") body.corpus = $("ng-corpus").value.trim();
+  if (source === "corpus") body.corpus = $("ng-corpus").value;
   else body.text = $("ng-text").value;
   const result = await (await api("/v1/ngrams", body)).json();
   const zipf = result.zipf ? ` · Zipf exponent ${result.zipf.exponent.toFixed(3)}` +
@@ -322,6 +340,7 @@ document.addEventListener("DOMContentLoaded", () => {
   if (document.body.dataset.auth === "bearer") $("key-box").hidden = false;
   $("api-key").addEventListener("change", loadModels);
   $("model").addEventListener("change", showTraining);
+  $("api-key").addEventListener("change", loadCorpora);
   $("stop").addEventListener("click", () => generation && generation.abort());
   for (const [type, pin] of [["mouseover", false], ["click", true]]) {
     $("gen-text").addEventListener(type, (event) => {
@@ -339,4 +358,5 @@ document.addEventListener("DOMContentLoaded", () => {
   bind("ngrams-form", "ng-error", countNgrams);
   bind("forecast-form", "fc-error", plotForecast);
   loadModels();
+  loadCorpora();
 });

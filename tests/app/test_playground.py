@@ -61,3 +61,9 @@ def test_a_keyed_service_serves_the_page_openly_and_asks_for_the_key(checkpoint_
         assert '<body data-auth="bearer">' in r.text
         assert c.get("/static/playground/playground.js").status_code == 200
         assert c.get("/v1/models").status_code == 401
+
+
+def test_the_page_offers_the_named_corpora_and_every_lm_kind(client: TestClient) -> None:
+    assert '<select id="ng-corpus">' in client.get("/").text
+    script = client.get("/static/playground/playground.js").text
+    assert '"/v1/corpora"' in script and '"byte-lm"' in script
