@@ -8,10 +8,9 @@ TORCH_VERSION := 2.13.0
 CONSTRAINTS := constraints.txt
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# Named corpora (the book): RNNLM_DATA_DIR when set; else DATA_DIR, which defaults to a
-# shared/data directory beside the clone when there is one; else the cache and a verified
-# download (`make book`).
-DATA_DIR ?= $(if $(wildcard ../shared/data/.),$(abspath ../shared/data))
+# Named corpora (the book): RNNLM_DATA_DIR when set (or `make test DATA_DIR=DIR`); else
+# the cache and a verified download (`make book`).
+DATA_DIR ?=
 ifneq ($(DATA_DIR),)
 export RNNLM_DATA_DIR ?= $(DATA_DIR)
 endif
