@@ -1,4 +1,5 @@
-"""The named corpora: every `*.txt` file in the data dir (RNNLM_DATA_DIR), and the book."""
+"""The named corpora: each `NAME.txt` in the data dir (RNNLM_DATA_DIR) whose NAME is a valid
+corpus name, and the book."""
 
 from __future__ import annotations
 
