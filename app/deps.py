@@ -27,6 +27,7 @@ from app.scheduler import Scheduler
 from app.schemas import MODEL_NAME
 from app.settings import Settings
 from models.bundle import Bundle
+from models.precision import Precision, Variants, precisions_on
 from models.rnn import LanguageModel
 from models.score import Score, score_many
 from models.text import Tokenizer
@@ -44,7 +45,26 @@ class ServedModel:
     bundle: Bundle
     model: LanguageModel
     tokenizer: Tokenizer
-    scheduler: Scheduler
+    variants: Variants  # the network in each precision (fp32: `model` itself)
+    precision: Precision  # what a request naming none decodes with (RNNLM_PRECISION)
+    make_scheduler: Callable[[LanguageModel], Scheduler] = field(repr=False)
+    schedulers: dict[Precision, Scheduler] = field(default_factory=dict)
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The scheduler of the server's precision."""
+        return self.scheduler_for(self.precision)
+
+    def scheduler_for(self, precision: Precision) -> Scheduler:
+        """The scheduler decoding with `precision` weights, started on first use (event
+        loop thread). Each precision decodes in a batch of its own, with its own limits:
+        rows of different weights cannot share a step's matrix products."""
+        scheduler = self.schedulers.get(precision)
+        if scheduler is None:
+            scheduler = self.make_scheduler(self.variants.get(precision))
+            scheduler.start()
+            self.schedulers[precision] = scheduler
+        return scheduler
 
     def stop_strings(self, stop: Sequence[str], *, apply_rule: bool) -> tuple[str, ...]:
         """Stop strings as generation matches them: after the bundle's rule (`apply_rule`,
@@ -84,7 +104,27 @@ class Services:
 
     @property
     def schedulers(self) -> dict[str, Scheduler]:
-        return {name: lm.scheduler for name, lm in self.language_models.items()}
+        """Every running scheduler: a model's own under its name, the other precisions
+        it decodes in (once asked for) as `name@precision`."""
+        out: dict[str, Scheduler] = {}
+        for name, lm in self.language_models.items():
+            for precision, scheduler in list(lm.schedulers.items()):
+                out[name if precision == lm.precision else f"{name}@{precision}"] = scheduler
+        return out
+
+    def precision(self, asked: Precision | None) -> Precision:
+        """The precision a request decodes with (None: the server's); 422 naming
+        `precision` when this device has no such weights."""
+        precision = asked or self.settings.precision
+        offered = precisions_on(self.device)
+        if precision not in offered:
+            raise InvalidInput(
+                f"precision {precision!r} is not available on {self.device.type} (available: "
+                f"{', '.join(offered)})",
+                param="precision",
+                code="precision_unavailable",
+            )
+        return precision
 
     def language_model(self, name: str | None) -> ServedModel:
         """The named LM, or the default one; 404 listing the available LMs otherwise."""
@@ -111,11 +151,26 @@ class Services:
         return (await self.score_many(lm, [(ids, first)], **options))[0]
 
     async def score_many(
-        self, lm: ServedModel, texts: list[tuple[list[int], int]], **options: Any
+        self,
+        lm: ServedModel,
+        texts: list[tuple[list[int], int]],
+        precision: Precision = "fp32",
+        **options: Any,
     ) -> list[Score]:
-        """`score_many` on a scoring worker within the request time limit, counted in metrics."""
+        """`score_many` on a scoring worker within the request time limit, counted in metrics.
+
+        Scoring is fp32 unless a request asks for another `precision`."""
         stop = threading.Event()
-        job = self.jobs.run(lambda: score_many(lm.model, texts, should_stop=stop.is_set, **options))
+        precision = self.precision(precision)
+        # An n-gram model read at another order (app/breakdown.py) is not among the
+        # variants; it has no weights to lighten either.
+        own = precision == "fp32" or lm.model is not lm.variants.model
+
+        def run() -> list[Score]:
+            model = lm.model if own else lm.variants.get(precision)
+            return score_many(model, texts, should_stop=stop.is_set, **options)
+
+        job = self.jobs.run(run)
         limit = self.settings.request_timeout_s
         try:
             scores = await asyncio.wait_for(job, timeout=limit)

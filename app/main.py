@@ -52,7 +52,9 @@ from app.routes import (
 from app.scheduler import Scheduler
 from app.settings import Settings, get_settings
 from models.device import resolve_device
+from models.precision import Variants, precisions_on
 from models.rnn import LanguageModel
+from models.text import Tokenizer
 
 log = logging.getLogger("app")
 
@@ -68,22 +70,35 @@ async def _load(services: Services) -> None:
     registry = services.registry
     await in_fresh_thread(registry.load_all)
     settings = services.settings
+    max_batch, max_queue = settings.batch_limits(services.device)
     for name, bundle in registry.language_models().items():
         assert isinstance(bundle.model, LanguageModel) and bundle.tokenizer is not None
-        scheduler = Scheduler(
-            name=name,
-            model=bundle.model,
-            tokenizer=bundle.tokenizer,
-            max_batch=settings.max_batch_size,
-            max_queue=settings.max_queue,
-            executor=services.decode,
-            on_first_token=services.metrics.time_to_first_token.labels(name).observe,
-            prefill_slice_s=settings.prefill_slice_s,
+
+        def make_scheduler(
+            model: LanguageModel, name: str = name, tokenizer: Tokenizer = bundle.tokenizer
+        ) -> Scheduler:
+            return Scheduler(
+                name=name,
+                model=model,
+                tokenizer=tokenizer,
+                max_batch=max_batch,
+                max_queue=max_queue,
+                executor=services.decode,
+                on_first_token=services.metrics.time_to_first_token.labels(name).observe,
+                prefill_slice_s=settings.prefill_slice_s,
+            )
+
+        lm = ServedModel(
+            name,
+            bundle,
+            bundle.model,
+            bundle.tokenizer,
+            Variants(bundle.model),
+            settings.precision,
+            make_scheduler,
         )
-        scheduler.start()
-        services.language_models[name] = ServedModel(
-            name, bundle, bundle.model, bundle.tokenizer, scheduler
-        )
+        lm.scheduler_for(settings.precision)  # the server's precision decodes from the start
+        services.language_models[name] = lm
     services.forecasts.bundles = registry.ready("forecaster")
     services.default_lm = registry.default_lm(settings.default_model)
     services.loaded.set()
@@ -127,6 +142,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     device = resolve_device(settings.device)
+    if settings.precision not in precisions_on(device):
+        offered = ", ".join(precisions_on(device))
+        raise ValueError(
+            f"RNNLM_PRECISION={settings.precision} is not available on {device.type} ({offered})"
+        )
     jobs = JobRunner(settings.max_concurrent_scoring)
     services = Services(
         settings=settings,

@@ -10,8 +10,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+import torch
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.precision import Precision
+
+MAX_BATCH_SIZE = 4096
+DEVICE_LIMITS = {"cuda": (1024, 4096), "cpu": (64, 256)}  # (batch, queue) by device type
 
 
 class Settings(BaseSettings):
@@ -34,8 +40,22 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads")
 
     # Scheduler and load limits.
-    max_batch_size: int = Field(64, ge=1, le=1024, description="sequences decoded per step")
-    max_queue: int = Field(256, ge=0, description="sequences waiting beyond the batch")
+    max_batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_BATCH_SIZE,
+        description="sequences decoded per step per model (default: 1024 on CUDA, 64 on the CPU)",
+    )
+    max_queue: int | None = Field(
+        None,
+        ge=0,
+        description="sequences waiting beyond the batch (default: 4096 on CUDA, 256 on the CPU)",
+    )
+    precision: Precision = Field(
+        "fp32",
+        description="weights generation decodes with when a request names none: fp32, bf16, "
+        "int8 (int8 on the CPU only)",
+    )
     prefill_slice_s: float = Field(
         0.002,
         ge=0,
@@ -63,6 +83,16 @@ class Settings(BaseSettings):
         """`RNNLM_API_KEY=` (compose passes an empty value when the host sets none)."""
         empty = value == "" or (isinstance(value, SecretStr) and not value.get_secret_value())
         return None if empty else value
+
+    def batch_limits(self, device: torch.device) -> tuple[int, int]:
+        """(max batch, max queue): as set, or the device's defaults. A GPU step costs about
+        the same for 1 row and 1,024, so a GPU batches wide; on a CPU a row costs real
+        arithmetic, and 64 keeps each step short."""
+        batch, queue = DEVICE_LIMITS["cuda" if device.type == "cuda" else "cpu"]
+        return (
+            self.max_batch_size if self.max_batch_size is not None else batch,
+            self.max_queue if self.max_queue is not None else queue,
+        )
 
 
 @lru_cache

@@ -26,6 +26,7 @@ lighten and are returned as they are; a mixture gets its components converted.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, Literal, get_args
 
@@ -237,3 +238,29 @@ def with_precision(model: LanguageModel, precision: Precision) -> LanguageModel:
     with torch.no_grad():
         light = convert(model, precision)
     return light.to(device).eval() if light is not model else model
+
+
+def precisions_on(device: torch.device) -> tuple[Precision, ...]:
+    """The precisions a device decodes with: int8 products (`torch._int_mm`) only on the
+    CPU, where they are what makes int8 fast."""
+    return PRECISIONS if device.type == "cpu" else ("fp32", "bf16")
+
+
+class Variants:
+    """One model in each precision, each made when first asked for and then kept.
+
+    Safe to call from several threads (the decode thread and scoring workers): a variant
+    is made once.
+    """
+
+    def __init__(self, model: LanguageModel) -> None:
+        self.model = model
+        self._made: dict[Precision, LanguageModel] = {"fp32": model}
+        self._lock = threading.Lock()
+
+    def get(self, precision: Precision) -> LanguageModel:
+        with self._lock:
+            model = self._made.get(precision)
+            if model is None:
+                model = self._made[precision] = with_precision(self.model, precision)
+            return model

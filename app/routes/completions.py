@@ -68,7 +68,11 @@ async def create_completion(
     seed = body.seed if body.seed is not None else secrets.randbelow(MAX_SEED)
     stop = lm.stop_strings(body.stop_list(), apply_rule=True)
     params = body.to_params(seed, lm.tokenizer, stop)
-    requests = lm.scheduler.submit_all([e.ids for e in prompts], params, stream=body.stream)
+    precision = services.precision(body.precision)
+    requests = lm.scheduler_for(precision).submit_all(
+        [e.ids for e in prompts], params, stream=body.stream
+    )
+    out = CompletionFormat(lm.name, lm.tokenizer, body, prompts, scores, stop_cleanup)
     timeout = services.settings.request_timeout_s
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage

@@ -48,13 +48,15 @@ async def create_generation(
     seed = body.seed if body.seed is not None else secrets.randbelow(MAX_SEED)
     params = body.to_params(seed, lm.tokenizer, lm.stop_strings(body.stop, apply_rule=False))
     started = time.perf_counter()
-    request = lm.scheduler.submit(encoded.ids, params, stream=body.stream)
+    precision = services.precision(body.precision)
+    request = lm.scheduler_for(precision).submit(encoded.ids, params, stream=body.stream)
     timeout = services.settings.request_timeout_s
     summary: dict[str, Any] = {
         "id": f"gen-{uuid.uuid4().hex[:20]}",
         "model": lm.name,
         "prefix": encoded.cleaned,
         "seed": seed,
+        "precision": precision,
     }
 
     if body.stream:

@@ -25,6 +25,7 @@ from models.bundle import Bundle
 from models.curves import default_height
 from models.history import Record, at_best_epoch, epochs_of
 from models.ngram_lm import NgramLM
+from models.precision import Precision, precisions_on
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -40,6 +41,13 @@ class ModelCard(ResponseBody):
     vocab_size: int | None
     tokenizer: TokenizerRule | None = Field(description="the rule applied to every input")
     device: str
+    precision: Precision | None = Field(
+        description="the weights generation decodes with when a request names none "
+        "(RNNLM_PRECISION); scoring uses fp32 unless asked. null: not a language model"
+    )
+    precisions: list[Precision] | None = Field(
+        description="the precisions a request may ask for on this device"
+    )
     train_perplexity: float | None = Field(description="training perplexity at the best epoch")
     val_perplexity: float | None = Field(
         description="held-out perplexity (at the best epoch for a recurrent model)"
@@ -59,10 +67,13 @@ class ModelList(ResponseBody):
 def _card(services: ServicesDep, name: str) -> ModelCard:
     bundle = services.registry.get(name)
     entry = services.registry.entries[name]
+    lm = name in services.language_models
     return ModelCard(
         id=name,
         created=int(entry.loaded_at),
         default=name == services.default_lm,
+        precision=services.settings.precision if lm else None,
+        precisions=list(precisions_on(services.device)) if lm else None,
         tokenizer=TokenizerRule.of(bundle.tokenizer) if bundle.tokenizer else None,
         **describe(bundle, services.device),
     )

@@ -27,6 +27,7 @@ from app.schemas.perplexity import (
 )
 from app.uploads import FILE_FIELD, is_upload, read_json, read_upload, request_body, upload_text
 from models.ngram_lm import NgramLM
+from models.precision import Precision
 from models.score import Score
 
 router = APIRouter(prefix="/v1/perplexity", tags=["scoring"])
@@ -84,11 +85,18 @@ def _score_fields(score: Score, unknown: int) -> dict[str, object]:
 
 
 async def _score_items(
-    lm: ServedModel, services: ServicesDep, items: list[_Item], return_tokens: bool
+    lm: ServedModel,
+    services: ServicesDep,
+    items: list[_Item],
+    return_tokens: bool,
+    precision: Precision,
 ) -> tuple[list[Score], list[ZeroProbability | None]]:
     live = [i for i, item in enumerate(items) if item.skipped is None]
     scores = await services.score_many(
-        lm, [(items[i].ids, items[i].first) for i in live], return_logprobs=return_tokens
+        lm,
+        [(items[i].ids, items[i].first) for i in live],
+        precision,
+        return_logprobs=return_tokens,
     )
     by_item = dict(zip(live, scores, strict=True))
     zero: list[ZeroProbability | None] = [None] * len(items)
@@ -98,7 +106,7 @@ async def _score_items(
         logprobs = score.token_logprobs
         if logprobs is None:  # rare: score the one text again, token by token
             (again,) = await services.score_many(
-                lm, [(items[i].ids, items[i].first)], return_logprobs=True
+                lm, [(items[i].ids, items[i].first)], precision, return_logprobs=True
             )
             logprobs = again.token_logprobs or []
         zero[i] = _zero_probability(lm, items[i], logprobs)
@@ -161,7 +169,7 @@ async def _respond(
     texts are tokenized, and large answers built, off the event loop (Services.work)."""
     size = len(body.context) + sum(len(text) for text in texts)
     items = await services.work(lambda: _items(lm, body, texts, mode, param), size)
-    scores, zero = await _score_items(lm, services, items, body.return_tokens)
+    scores, zero = await _score_items(lm, services, items, body.return_tokens, body.precision)
     entries = len(items) + (sum(s.count for s in scores) if body.return_tokens else 0)
     total = Score(
         sum(s.nll for s in scores),
@@ -239,6 +247,7 @@ async def score_perplexity(request: Request, services: ServicesDep) -> Response:
             per_line=form.per_line,
             context=form.context,
             return_tokens=form.return_tokens,
+            precision=form.precision,
         )
         param = FILE_FIELD
     else:

@@ -32,6 +32,7 @@ from app.schemas.generate import (
 )
 from app.schemas.sampling import (
     MAX_SEED,
+    DecodePrecision,
     EarlyStopping,
     FrequencyPenalty,
     LengthPenalty,
@@ -177,6 +178,7 @@ class CompletionRequest(StrictRequest):
         examples=[42],
     )
     stream: bool = Field(False, description="server-sent `text_completion` chunks, then [DONE]")
+    precision: DecodePrecision = None
     stream_options: StreamOptions | None = Field(
         None, description="with stream: {include_usage}", examples=[None]
     )

@@ -18,6 +18,7 @@ from app.schemas import (
 )
 from app.schemas.sampling import (
     MAX_SEED,
+    DecodePrecision,
     EarlyStopping,
     FrequencyPenalty,
     LengthPenalty,
@@ -36,6 +37,7 @@ from app.schemas.sampling import (
     sampling_params,
 )
 from models.generate import FinishReason, SamplingParams, TokenLogprob
+from models.precision import Precision
 from models.text import Tokenizer
 
 MAX_PREFIX_CHARS = 4000
@@ -99,6 +101,7 @@ class GenerateRequest(StrictRequest):
     )
     n: int = Field(1, ge=1, le=MAX_N, description="completions of the same prefix")
     stream: bool = Field(False, description="server-sent events, one per token")
+    precision: DecodePrecision = None
     logprobs: int | None = Field(
         None,
         ge=0,
@@ -205,6 +208,7 @@ class GenerateResponse(ResponseBody):
     prefix: str = Field(description="the prefix after cleanup, as the model read it")
     unknown_tokens: int = Field(description="prefix tokens missing from the vocabulary")
     seed: int
+    precision: Precision = Field(description="the weights it decoded with")
     choices: list[Choice]
     usage: Usage
     timing: Timing

@@ -6,6 +6,7 @@ from pydantic import Field, model_validator
 
 from app.schemas import ResponseBody, StrictRequest, Text, model_field
 from models.ngram_lm import MAX_ORDER, Smoothing
+from models.precision import Precision
 
 MAX_TEXT_CHARS = 200_000  # one text, one item of `texts`, one line of a document
 MAX_DOCUMENT_CHARS = 3_000_000  # a document scored line by line (the body cap bounds it too)
@@ -46,6 +47,11 @@ class PerplexityRequest(StrictRequest):
         examples=[""],
     )
     return_tokens: bool = Field(False, description="include each scored token's log-probability")
+    precision: Precision = Field(
+        "fp32",
+        description="the weights to score with: fp32 (the model as trained), bf16 or int8 "
+        "(on the CPU only), to see what a lighter precision costs in perplexity",
+    )
     breakdown: bool = Field(
         False,
         description="n-gram models, one text: for each scored token the counts behind its "
@@ -80,6 +86,7 @@ class PerplexityUpload(StrictRequest):
     per_line: bool = Field(False, description="score each line of the file on its own")
     context: Text = Field("", max_length=MAX_CONTEXT_CHARS, description="as for JSON")
     return_tokens: bool = Field(False, description="as for JSON")
+    precision: Precision = Field("fp32", description="as for JSON")
 
 
 class TokenLogprob(ResponseBody):

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from app.errors import InvalidInput
 from models.generate import BAN, SamplingParams
+from models.precision import Precision
 from models.text import Tokenizer
 
 # Seeds travel as JSON numbers: a browser holds integers exactly only up to 2**53 - 1
@@ -25,6 +26,15 @@ MAX_WINDOW = 8192  # longer than any text a request can make (prompt + generated
 MAX_BEAMS = 16
 MAX_LOGIT_BIAS = 300
 
+DecodePrecision = Annotated[
+    Precision | None,
+    Field(
+        description="the weights to decode with: fp32; bf16; int8 (dynamic quantisation, on "
+        "the CPU only). Same request, seed and precision: same text, alone or batched. "
+        "null: the server's RNNLM_PRECISION (`precision` in /v1/models)",
+        examples=[None],
+    ),
+]
 TopK = Annotated[
     int, Field(ge=0, le=MAX_TOP_K, description="sample among the k likeliest; 0 = all")
 ]
