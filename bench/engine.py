@@ -23,8 +23,7 @@ from pathlib import Path
 import torch
 
 from app.scheduler import Request, Scheduler
-from bench.precision import describe_machine
-from models.bundle import load_bundle
+from bench.precision import describe_machine, load_lm
 from models.generate import SamplingParams
 from models.precision import PRECISIONS, with_precision
 from models.rnn import LanguageModel
@@ -113,7 +112,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     device = torch.device(args.device)
-    bundle = load_bundle(args.model, device)
+    bundle = load_lm(args.model, device)
     assert bundle.tokenizer is not None and isinstance(bundle.model, LanguageModel)
     model = with_precision(bundle.model, args.precision)
     print(json.dumps({"machine": describe_machine()}), flush=True)

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from bench.generation import PREFIX, book_predict
-from models.bundle import load_bundle
+from models.bundle import Bundle, BundleError, components_of, load_in_order
 from models.generate import SamplingParams, generate
 from models.precision import PRECISIONS, Precision, precisions_on, with_precision
 from models.rnn import LanguageModel
@@ -72,6 +72,16 @@ def fastest(fn: Callable[[], object], repeat: int, device: torch.device) -> floa
     return min(times)
 
 
+def load_lm(path: Path, device: torch.device) -> Bundle:
+    """A bundle with the bundles it is built on (a mixture's components, its siblings)."""
+    paths = [path.parent / name for name in components_of(path)] + [path]
+    loaded = dict(load_in_order(paths, device))
+    bundle = loaded[path]
+    if isinstance(bundle, BundleError):
+        raise bundle
+    return bundle
+
+
 def held_out_text(data_dir: Path | None) -> str:
     """The book's validation split as text (what bench.quality posts to the service)."""
     tokens = load_tokens(DataConfig(data_dir=data_dir, allow_download=False))
@@ -108,7 +118,7 @@ def measure(
     batches: list[int],
     repeat: int,
 ) -> list[dict[str, object]]:
-    bundle = load_bundle(path, device)
+    bundle = load_lm(path, device)
     tokenizer = bundle.tokenizer
     assert tokenizer is not None and isinstance(bundle.model, LanguageModel)
     ids = tokenizer.encode(PREFIX).ids
