@@ -62,7 +62,7 @@ fi
 if [ "$QUICK" = 1 ]; then
     precision_args=(--quick --no-held-out)
     engine_args=(--rows 4 16 --tokens 20 --book-chars 20000)
-    service_args=(--baseline-chars 1000)
+    service_args=(--chars 20000 --baseline-chars 1000)
 else
     precision_args=(--tokens 1000 --batches 2 64 1024)
     engine_args=(--rows 64 1024 --tokens 1000 --book-chars 0)

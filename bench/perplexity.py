@@ -38,9 +38,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="char-lstm", help="bundle in checkpoints/")
     parser.add_argument("--baseline-chars", type=int, default=20000, help="baseline sample size")
+    parser.add_argument("--chars", type=int, default=0, help="score the first N chars (0: all)")
     args = parser.parse_args()
     print(json.dumps({"machine": machine()}))
     text = book_path().read_text()
+    text = text[: args.chars] if args.chars else text
     bundle = load_bundle(ROOT / "checkpoints" / args.model)
     assert bundle.tokenizer is not None and isinstance(bundle.model, LanguageModel)
     ids = bundle.tokenizer.encode(text).ids
