@@ -69,12 +69,12 @@ else
     service_args=(--baseline-chars 20000)
 fi
 
-part precision 90 "$OUT/precision.jsonl" \
+part precision 85 "$OUT/precision.jsonl" \
     "$PY" -m bench.precision --device "$DEVICE" "${precision_args[@]}"
-part engine 100 "$OUT/engine.jsonl" \
+part engine 95 "$OUT/engine.jsonl" \
     "$PY" -m bench.engine --device "$DEVICE" "${engine_args[@]}"
 if "$PY" -c 'import fastapi, uvicorn, httpx, pydantic_settings' 2>/dev/null; then
-    RNNLM_DEVICE="$DEVICE" part service 75 "$OUT/service.jsonl" \
+    RNNLM_DEVICE="$DEVICE" part service 65 "$OUT/service.jsonl" \
         "$PY" -m bench.perplexity --model char-lstm "${service_args[@]}"
 else
     log "service: skipped (no fastapi/uvicorn/httpx here); engine.jsonl has the in-process book"
