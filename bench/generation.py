@@ -22,30 +22,11 @@ from pathlib import Path
 import torch
 
 from bench._util import ROOT, best_of, machine
+from bench.baseline import PREFIX, book_predict
 from models.bundle import load_bundle
 from models.generate import SamplingParams, generate
 from models.rnn import LanguageModel, LMConfig, build_model
 from models.text import Tokenizer, Vocab
-
-PREFIX = "time traveller "
-
-
-def book_predict(model: LanguageModel, prefix_ids: list[int], num_preds: int) -> list[int]:
-    """d2l §9.5's predict: one char per forward call, a new tensor and an int() each step."""
-    device = next(model.parameters()).device
-    state = model.begin_state(batch_size=1, device=device)
-    outputs = [prefix_ids[0]]
-
-    def get_input() -> torch.Tensor:
-        return torch.tensor([outputs[-1]], device=device).reshape((1, 1))
-
-    for y in prefix_ids[1:]:  # warm-up
-        _, state = model(get_input(), state)
-        outputs.append(y)
-    for _ in range(num_preds):
-        y, state = model(get_input(), state)
-        outputs.append(int(y.argmax(dim=-1).reshape(1)))
-    return outputs[len(prefix_ids) :]
 
 
 def book_gru(device: str) -> tuple[LanguageModel, Tokenizer]:

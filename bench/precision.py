@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from bench.generation import PREFIX, book_predict
+from bench.baseline import PREFIX, book_predict
 from models.bundle import Bundle, BundleError, components_of, load_in_order
 from models.generate import SamplingParams, generate
 from models.precision import PRECISIONS, Precision, precisions_on, with_precision
