@@ -8,6 +8,14 @@ Tests that need the book take the `book_path` or `book_text` fixture. Without th
 from __future__ import annotations
 
 import os
+
+# One intra-op thread for the tests and the servers they start (children inherit it): the
+# tiny models' ops are too small to split, and a second OpenMP team per process only spins
+# against the other processes of the suite (docs/benchmarks.md, "Test suite"). Set before
+# torch is imported; a value already in the environment wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 from pathlib import Path
 
 import pytest
