@@ -27,7 +27,7 @@ RUN if [ "$TORCH_WHEELS" = 1 ]; then pip install --no-deps /tmp/wheels/torch-"$T
 COPY pyproject.toml constraints.txt /src/
 RUN python -c "import tomllib; deps = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies']; print(*deps, sep='\n')" >/tmp/requirements.txt \
     && pip install -c /src/constraints.txt -r /tmp/requirements.txt
-COPY README.md /src/
+COPY README.md LICENSE /src/
 COPY models/ /src/models/
 COPY app/ /src/app/
 RUN pip install --no-deps /src

@@ -82,3 +82,21 @@ def test_every_route_is_documented() -> None:
         if not re.search(rf"(?<![\w}}/.-]){re.escape(path)}(?![\w{{/-])", docs)
     ]
     assert not missing, f"routes in neither docs/architecture.md nor README.md: {missing}"
+
+
+def test_every_file_the_image_copies_is_in_its_build_context() -> None:
+    """.dockerignore is an allow-list: a file the Dockerfile copies but the list leaves out
+    fails only when an engine builds the image (CI's last stage), so check it here."""
+    allowed = {
+        line[1:].rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
+    copied = set()
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+            copied |= {w.rstrip("/") for w in words[1:-1] if not w.startswith("--")}
+    assert copied, "no COPY found in the Dockerfile"
+    assert copied <= allowed, f"copied but left out of the build context: {copied - allowed}"
+    assert all((ROOT / path).exists() for path in copied)
