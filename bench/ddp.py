@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from bench._util import DATA_DIR, ROOT, machine
+from bench._util import ROOT, book_path, machine
 
 MODELS = {
     # bench.training's: the book's GRU-256, one-hot input, 32 x 35, SGD.
@@ -48,7 +48,7 @@ def run(name: str, out: Path, args: argparse.Namespace, ranks: int, batch: int) 
     command += ["--threads", str(threads), "lm", "--out", str(out / name)]
     command += ["--device", args.device, "--seed", "0"]
     command += ["--epochs", str(args.epochs), "--batch-size", str(batch), "--no-download"]
-    command += ["--data-dir", str(DATA_DIR), *MODELS[args.model].split()]
+    command += ["--data-dir", str(book_path().parent), *MODELS[args.model].split()]
     if args.max_tokens:
         command += ["--max-tokens", str(args.max_tokens)]
     started = time.perf_counter()

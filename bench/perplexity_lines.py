@@ -16,7 +16,7 @@ import time
 
 import httpx
 
-from bench._util import BOOK, live_server, machine
+from bench._util import book_path, live_server, machine
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=10_000)
     parser.add_argument("--model", default="char-lstm")
     args = parser.parse_args()
-    book = [line for line in BOOK.read_text(encoding="utf-8").splitlines() if len(line) > 1]
+    book = [line for line in book_path().read_text(encoding="utf-8").splitlines() if len(line) > 1]
     rng = random.Random(0)
     lines = [rng.choice(book) for _ in range(args.lines)]
     document = ("\n".join(lines) + "\n").encode()

@@ -18,7 +18,7 @@ from functools import cache
 
 import httpx
 
-from bench._util import DATA_DIR, live_server, machine
+from bench._util import book_path, live_server, machine
 from training.config import DataConfig
 from training.data import load_tokens
 
@@ -31,7 +31,8 @@ def main() -> None:
     @cache
     def held_out(normalize: str, level: str, line_join: str) -> str:
         rule = {"normalize": normalize, "level": level, "line_join": line_join}
-        tokens = load_tokens(DataConfig(data_dir=DATA_DIR, allow_download=False, **rule))
+        data = DataConfig(data_dir=book_path().parent, allow_download=False, **rule)
+        tokens = load_tokens(data)
         return tokens.tokenizer.decode(tokens.val_ids.tolist())
 
     with live_server() as (url, _, _pid), httpx.Client(base_url=url, timeout=600) as c:

@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench._util import BOOK, machine
+from bench._util import book_path, machine
 
 CHILD = """
 import json, resource, sys, time
@@ -64,7 +64,7 @@ print(json.dumps(result))
 
 
 def make_corpus(path: Path, megabytes: int, seed: int = 0) -> int:
-    lines = BOOK.read_text(encoding="utf-8").splitlines()
+    lines = book_path().read_text(encoding="utf-8").splitlines()
     rng = random.Random(seed)
     written = 0
     with path.open("w", encoding="utf-8") as f:
