@@ -46,7 +46,8 @@ Corpus = Tensor | Windows
 
 def _rows(corpus: Corpus, starts: Tensor, length: int) -> Tensor:
     """(len(starts), length) ids, row r from starts[r]."""
-    if isinstance(corpus, Tensor):
+    if isinstance(corpus, Tensor):  # the starts come from a CPU generator
+        starts = starts.to(corpus.device)
         return corpus[starts[:, None] + torch.arange(length, device=corpus.device)]
     return corpus.windows(starts.numpy(), length)
 

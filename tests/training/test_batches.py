@@ -32,6 +32,15 @@ def test_shapes_and_targets(batcher, batch_size: int, num_steps: int) -> None:
         assert torch.equal(Y, X + 1)  # the next token, on this arange corpus
 
 
+@pytest.mark.parametrize("batcher", [random_batches, sequential_batches])
+def test_a_corpus_on_another_device_than_the_generator(batcher) -> None:
+    """Training puts a small split on the GPU while the sampler's generator is on the CPU
+    (the meta device stands in for CUDA here: it refuses CPU indices the same way)."""
+    g = torch.Generator().manual_seed(0)
+    X, Y = next(batcher(corpus.to("meta"), 4, 5, g))
+    assert X.device.type == Y.device.type == "meta" and X.shape == (4, 5)
+
+
 def test_random_sampling_covers_without_overlap() -> None:
     g = torch.Generator().manual_seed(1)
     seen = torch.cat([X.flatten() for X, _ in random_batches(corpus, 4, 10, g)])
