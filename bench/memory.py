@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from bench._util import live_server, machine
+from bench._util import machine, serve
 from bench.noisy_neighbour import KINDS, worst
 
 
@@ -48,9 +48,10 @@ def main(kinds: list[str], count: int, parallel: int, timeout: float) -> None:
     env = {"RNNLM_REQUEST_TIMEOUT_S": str(timeout)}
     limits = httpx.Limits(max_connections=parallel + 2)
     with (
-        live_server(env) as (url, _, pid),
-        httpx.Client(base_url=url, timeout=600, limits=limits) as client,
+        serve(env) as server,
+        httpx.Client(base_url=server.url, timeout=600, limits=limits) as client,
     ):
+        pid = server.process.pid
         head = {"machine": machine(), "load_average": os.getloadavg()}
         print(json.dumps(head | {"start_mb": round(rss_mb(pid))}), flush=True)
         for kind in kinds:

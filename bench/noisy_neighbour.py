@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from bench._util import live_server, machine
+from bench._util import machine, serve
 
 PROBE_MODEL = "char-rnn-scratch"  # the noise goes to the default model, char-lstm
 PROBE = {"model": PROBE_MODEL, "prefix": "the time traveller ", "max_new_tokens": 50}
@@ -182,7 +182,8 @@ async def settle(url: str) -> None:
 
 
 async def main(kinds: list[str], probes: int, copies: list[int]) -> None:
-    with live_server() as (url, _, _):
+    with serve() as server:
+        url = server.url
         idle_times, _ = await asyncio.to_thread(measured, url, 8)
         idle = statistics.median(idle_times[1:])  # the first warms up
         head = {"machine": machine(), "load_average": os.getloadavg()}

@@ -18,7 +18,7 @@ from functools import cache
 
 import httpx
 
-from bench._util import book_path, live_server, machine
+from bench._util import book_path, machine, serve
 from training.config import DataConfig
 from training.data import load_tokens
 
@@ -35,7 +35,7 @@ def main() -> None:
         tokens = load_tokens(data)
         return tokens.tokenizer.decode(tokens.val_ids.tolist())
 
-    with live_server() as (url, _, _pid), httpx.Client(base_url=url, timeout=600) as c:
+    with serve() as server, httpx.Client(base_url=server.url, timeout=600) as c:
         default = c.get("/ready").json()["default_model"]
         cards = [m for m in c.get("/v1/models").json()["data"] if m["kind"] != "forecaster"]
         results = {}
