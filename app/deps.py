@@ -7,7 +7,6 @@ import asyncio
 import threading
 import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache, partial
 from typing import Annotated, Any, Protocol, TypeVar
@@ -92,7 +91,6 @@ class Services:
     device: torch.device
     registry: Registry
     jobs: JobRunner
-    decode: ThreadPoolExecutor  # every scheduler's decoding steps (app/jobs.py says why)
     corpora: CorpusCounts
     metrics: Metrics
     forecasts: Forecasts

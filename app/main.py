@@ -31,7 +31,7 @@ from app.auth import RequireKey, bearer
 from app.corpora import CorpusCounts
 from app.deps import ServedModel, Services
 from app.forecasts import Forecasts
-from app.jobs import JobRunner, decode_executor, in_fresh_thread
+from app.jobs import JobRunner, in_fresh_thread
 from app.metrics import Metrics
 from app.middleware import RequestBody, RequestLog
 from app.registry import Registry
@@ -83,7 +83,6 @@ async def _load(services: Services) -> None:
                 tokenizer=tokenizer,
                 max_batch=max_batch,
                 max_queue=max_queue,
-                executor=services.decode,
                 on_first_token=services.metrics.time_to_first_token.labels(name).observe,
                 prefill_slice_s=settings.prefill_slice_s,
             )
@@ -153,7 +152,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         device=device,
         registry=Registry(settings.checkpoint_dir, device),
         jobs=jobs,
-        decode=decode_executor(),
         corpora=CorpusCounts(settings),
         metrics=app.state.metrics,
         forecasts=Forecasts({}, jobs),
@@ -169,7 +167,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loading.cancel()
         for scheduler in services.schedulers.values():
             await scheduler.stop()
-        services.decode.shutdown(wait=True)
 
 
 def package_version() -> str:

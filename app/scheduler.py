@@ -1,12 +1,14 @@
 """Continuous batching for one language model: the engine.
 
 One asyncio task per model loops: admit waiting requests, run one batched step for every
-active sequence on the decode thread, and put each request's new text on its queue.
-Sequences join and leave between steps. The waiting line is bounded: past it `submit`
-raises `QueueFull`.
+active sequence on the model's own decode thread, and put each request's new text on its
+queue. Sequences join and leave between steps. The waiting line is bounded: past it
+`submit` raises `QueueFull`. Each scheduler owns its thread, so a model's step never
+waits for another model's step (torch releases the GIL inside its operations: two models
+decode on two cores at once).
 
 Admission work is bounded per step, so that no prompt, however long, stalls the streams
-already running (on this model or any other: they share the decode thread). An admitted
+already running on this model. An admitted
 prefix is encoded in passes of at most PREFILL_CHUNK tokens for at most PREFILL_GROUP
 requests, carrying its recurrent state between passes; each step runs such passes for at
 most `prefill_slice_s` (at least one), then decodes. A prefix joins the batch with its
@@ -119,14 +121,13 @@ class Scheduler:
         tokenizer: Tokenizer,
         max_batch: int,
         max_queue: int,
-        executor: ThreadPoolExecutor | None = None,
         on_first_token: Callable[[float], None] | None = None,
         prefill_slice_s: float = 0.002,
     ) -> None:
         """`max_batch` sequences decode at once and up to `max_queue` more wait.
 
-        `executor` runs the decoding steps (one thread; app/jobs.py says why the service
-        shares one among all its schedulers); without one the scheduler owns a thread.
+        The decoding steps run on a thread of the scheduler's own (app/jobs.py says how
+        the service sizes each thread's torch workers), ended by `stop`.
         `on_first_token(seconds)` hears each request's time from submit to first token.
         `prefill_slice_s`: how long a step may spend encoding admitted prefixes (it runs
         at least one pass when there is any to run).
@@ -145,8 +146,7 @@ class Scheduler:
         self.waiting: deque[Request] = deque()
         self.waiting_rows = 0
         self._wake = asyncio.Event()
-        self._owns_executor = executor is None
-        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"decode-{name}")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"decode-{name}")
         self._task: asyncio.Task[None] | None = None
         self.steps = 0
         self.tokens_generated = 0
@@ -171,8 +171,7 @@ class Scheduler:
             request.cancel()
         for prefill in (*self.prefilling, *self.ready):
             prefill.request.cancel()
-        if self._owns_executor:
-            self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=True)
 
     def submit(
         self, prefix_ids: list[int], params: Sequence[SamplingParams], *, stream: bool = True
@@ -316,9 +315,10 @@ class Scheduler:
         return [p.request for p in group]
 
     def _step(self, admitted: list[Request]) -> tuple[dict[Request, list[Delta]], list[Request]]:
-        """One step (decode thread): encode within the slice, then one decoding step for
-        every row (sample, emit, drop finished and cancelled rows, advance). Returns the
-        deltas and the requests that joined (their first token is in this step).
+        """One step (on this model's decode thread): encode within the slice, then one
+        decoding step for every row (sample, emit, drop finished and cancelled rows,
+        advance). Returns the deltas and the requests that joined (their first token is in
+        this step).
 
         Sequences asked for no tokens were answered at submit: the decoder's own answer
         for them is dropped here.

@@ -96,6 +96,7 @@ class ModelGate:
 
     A test that needs a request still running (a full batch, a time limit passing) closes
     the gate: the request then runs exactly until the test opens it, on any machine.
+    `closed(only=model)` holds that one model and lets every other pass.
     `entered` is set once a model call is waiting at the closed gate.
     """
 
@@ -103,10 +104,12 @@ class ModelGate:
         self.entered = threading.Event()
         self._open = threading.Event()
         self._open.set()
+        self._only: LanguageModel | None = None
 
     @contextlib.contextmanager
-    def closed(self) -> Iterator[ModelGate]:
+    def closed(self, only: LanguageModel | None = None) -> Iterator[ModelGate]:
         self.entered.clear()
+        self._only = only
         self._open.clear()
         try:
             yield self
@@ -116,8 +119,8 @@ class ModelGate:
     def open(self) -> None:
         self._open.set()
 
-    def pass_through(self) -> None:
-        if not self._open.is_set():
+    def pass_through(self, model: LanguageModel) -> None:
+        if not self._open.is_set() and self._only in (None, model):
             self.entered.set()
             assert self._open.wait(PATIENCE_S), "the test never opened the model gate"
 
@@ -130,7 +133,7 @@ def model_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModelGate]:
             real = getattr(cls, method)
 
             def gated(self: LanguageModel, *args: Any, _real: Any = real, **kw: Any) -> Any:
-                gate.pass_through()
+                gate.pass_through(self)
                 return _real(self, *args, **kw)
 
             monkeypatch.setattr(cls, method, gated)

@@ -32,6 +32,8 @@ from models import bundle as bundle_module
 from models.forecast import SineConfig
 from models.score import Cancelled
 from tests.app.conftest import (
+    PATIENCE_S,
+    ModelGate,
     active_sequences,
     assert_error,
     make_settings,
@@ -315,6 +317,40 @@ def test_a_client_that_leaves_a_plain_generation_frees_its_rows(server: str) -> 
         time.sleep(0.01)
     # Dropped within a few steps of the hang-up, not after the 2000 it asked for.
     assert scheduler_steps(server, "char-gru") - left_at < 1000
+
+
+def test_a_model_decodes_while_its_neighbours_step_is_held(
+    checkpoint_dir, model_gate: ModelGate
+) -> None:
+    """The noisy neighbour without a clock: while char-lstm's decoding work is held in the
+    middle of a step, a generation on char-gru runs to its end. A step of one model must
+    never wait for another model's step (each model decodes on a thread of its own)."""
+    with TestClient(create_app(make_settings(checkpoint_dir))) as c:
+        wait_ready(c)
+        neighbour = c.app.state.services.language_models["char-lstm"].scheduler.model
+        held_body = {"model": "char-lstm", "prefix": "a", "max_new_tokens": 5}
+        probe_body = {"model": "char-gru", "prefix": "the time", "max_new_tokens": 20}
+        probe_body |= {"temperature": 0}
+        with model_gate.closed(only=neighbour):
+            held = threading.Thread(
+                target=c.post, args=("/v1/generate",), kwargs={"json": held_body}
+            )
+            held.start()
+            assert model_gate.entered.wait(PATIENCE_S)  # char-lstm is inside a step now
+            answers: list[httpx.Response] = []
+            probe = threading.Thread(
+                target=lambda: answers.append(c.post("/v1/generate", json=probe_body))
+            )
+            probe.start()
+            probe.join(PATIENCE_S)
+            assert not probe.is_alive(), "char-gru waited for char-lstm's held step"
+            assert held.is_alive()  # the neighbour was held all along
+        held.join(PATIENCE_S)
+        assert not held.is_alive()
+        assert answers[0].status_code == 200, answers[0].text
+        assert answers[0].json()["choices"][0]["tokens"] == 20
+        alone = c.post("/v1/generate", json=probe_body).json()  # the same text, held or not
+        assert alone["choices"] == answers[0].json()["choices"]
 
 
 def asgi_run(app, body: bytes, client_leaves: asyncio.Event) -> list[dict]:
