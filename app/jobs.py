@@ -4,10 +4,13 @@
 that a request is refused at once with 503 and Retry-After, never queued without bound.
 
 Threads and torch: every thread that runs torch ops keeps its own OpenMP team of workers
-for as long as it lives, and on a small machine a second live team slows the first one
-(docs/benchmarks.md has the figures). So decoding has one long-lived thread
-(`decode_executor`, shared by every model's scheduler), and everything else runs in a
-thread that exits when its job is done, taking its team with it.
+for as long as it lives, and on a small machine a live team slows the others
+(docs/benchmarks.md has the figures). So each model's decoding has one long-lived thread
+(its scheduler's, app/scheduler.py: a thread per model, so that one model's step never
+waits for another's), and everything else runs in a thread that exits when its job is
+done, taking its team with it. Every thread uses the process's intra-op thread count
+(`RNNLM_TORCH_THREADS`, torch's own default without it): k models decoding at once run
+k teams, which docs/architecture.md weighs for a small machine.
 
 Jobs run at a lower CPU priority (JOB_NICENESS, where the system allows it, as on Linux)
 than decoding and the event loop: a long job then slows the streams and the quick answers
@@ -40,11 +43,6 @@ def _lower_priority() -> None:
 def _as_job(fn: Callable[..., T], *args: object) -> T:
     _lower_priority()
     return fn(*args)
-
-
-def decode_executor() -> ThreadPoolExecutor:
-    """The one thread that runs every decoding step."""
-    return ThreadPoolExecutor(1, thread_name_prefix="decode")
 
 
 def start_in_fresh_thread(fn: Callable[..., T], *args: object) -> Future[T]:
