@@ -5,9 +5,11 @@ A prompt is text (cleaned with the bundle's rule; a change is reported, or refus
 `strict_cleanup`) or token ids (read as they are, each checked against the vocabulary), so
 a client that tokenized with /tokenize gets exactly the tokens it sent.
 
-Choices are indexed prompt-major (prompt p, choice i -> p * n + i), as OpenAI does. Token
-texts and offsets come from the tokenizer's pieces, so `text_offset` points into the
-choice's text, echoed prompt included. When a stop string ends a choice, its `logprobs`
+Choices are indexed prompt-major (prompt p, choice i -> p * n + i), as OpenAI does.
+`text_offset` counts characters of the choice's text, echoed prompt included. Char and word
+tokens are named by their text; a byte model's byte that is no character on its own is
+named `bytes:\\xNN`, as OpenAI names such tokens, and every byte of a character carries that
+character's offset (`Tokenizer.text_offsets`). When a stop string ends a choice, its `logprobs`
 still list the tokens that spelled the stop string (the text, like OpenAI's, excludes it).
 """
 
@@ -34,7 +36,7 @@ from app.schemas.completions import (
 from app.streams import Completion
 from models.generate import Delta, FinishReason, TokenLogprob
 from models.score import Score
-from models.text import Tokenizer
+from models.text import TextOffsets, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -147,34 +149,46 @@ class CompletionFormat:
         self.stop_cleanup = list(stop_cleanup) or None
         self._streamed = False  # a stream carries the cleanup reports on its first chunk
 
+    def _prompt_tokens(self, prompt: Prompt) -> tuple[list[str], list[int]]:
+        """A prompt's token names and their offsets in its text. Char and word pieces are
+        the text itself (a first word without the space the vocabulary's piece has); a
+        byte is named by `logprob_token` and placed at the character it belongs to."""
+        if self.tokenizer.level != "byte":
+            pieces = prompt.pieces
+            return pieces, [0, *accumulate(len(p) for p in pieces[:-1])]
+        offsets = self.tokenizer.text_offsets()
+        name = self.tokenizer.logprob_token
+        return [name(i) for i in prompt.ids], [offsets.push(i) for i in prompt.ids]
+
     def _prompt_logprobs(self, prompt: Prompt, score: Score) -> CompletionLogprobs:
-        pieces = prompt.pieces
-        piece = self.tokenizer.piece
+        names, offsets = self._prompt_tokens(prompt)
+        name = self.tokenizer.logprob_token
         top = score.top_logprobs or [()] * score.count
         tops: list[dict[str, float] | None] = [None]
         for token, logprob, alternatives in zip(
-            pieces[1:], score.token_logprobs or [], top, strict=True
+            names[1:], score.token_logprobs or [], top, strict=True
         ):
-            tops.append({piece(i): v for i, v in alternatives} | {token: logprob})
+            tops.append({name(i): v for i, v in alternatives} | {token: logprob})
         return CompletionLogprobs(
-            tokens=pieces,
+            tokens=names,
             token_logprobs=[None, *(score.token_logprobs or [])],
             top_logprobs=tops,
-            text_offset=[0, *accumulate(len(p) for p in pieces[:-1])],
+            text_offset=offsets,
         )
 
-    def _logprobs(self, tokens: Sequence[TokenLogprob], offset: int) -> CompletionLogprobs:
-        """Generated tokens' logprobs, the first starting at `offset` in the choice's text."""
-        piece = self.tokenizer.piece
-        texts = [piece(t.token) for t in tokens]
+    def _logprobs(self, tokens: Sequence[TokenLogprob], offsets: TextOffsets) -> CompletionLogprobs:
+        """Generated tokens' logprobs; `offsets` places them in the choice's text (it
+        carries on from one streamed delta to the next)."""
+        name = self.tokenizer.logprob_token
+        names = [name(t.token) for t in tokens]
         return CompletionLogprobs(
-            tokens=texts,
+            tokens=names,
             token_logprobs=[t.logprob for t in tokens],
             top_logprobs=[
-                {piece(i): v for i, v in t.top} | {text: t.logprob}
-                for t, text in zip(tokens, texts, strict=True)
+                {name(i): v for i, v in t.top} | {text: t.logprob}
+                for t, text in zip(tokens, names, strict=True)
             ],
-            text_offset=[offset + o for o in accumulate((len(x) for x in texts), initial=0)][:-1],
+            text_offset=[offsets.push(t.token) for t in tokens],
         )
 
     def _head(self, p: int) -> tuple[str, CompletionLogprobs | None]:
@@ -210,7 +224,8 @@ class CompletionFormat:
             for i, c in enumerate(per_prompt):
                 logprobs = None
                 if self.logprobs:
-                    logprobs = self._logprobs(c.logprobs, len(head))
+                    offsets = self.tokenizer.text_offsets(len(head))
+                    logprobs = self._logprobs(c.logprobs, offsets)
                     if head_logprobs is not None:
                         logprobs = _join(head_logprobs, logprobs)
                 choices.append(
@@ -241,18 +256,19 @@ class CompletionFormat:
     ) -> AsyncIterator[bytes]:
         """Server-sent chunks: echoed prompts first, then each delta as it comes (app/sse.py
         ends the stream, with an error event first if it fails, e.g. a timeout)."""
-        offsets, tokens = {}, {}
+        offsets: dict[int, TextOffsets] = {}
+        tokens: dict[int, int] = {}
         for p in range(len(self.prompts)):
             head, head_logprobs = self._head(p)
             for i in range(self.n):
-                offsets[p * self.n + i], tokens[p * self.n + i] = len(head), 0
+                offsets[p * self.n + i] = self.tokenizer.text_offsets(len(head))
+                tokens[p * self.n + i] = 0
                 if self.echo:
                     yield self._chunk(p * self.n + i, head, head_logprobs, None)
         async for p, deltas in merged:
             for d in deltas:
                 index = p * self.n + d.index
                 logprobs = self._logprobs(d.logprobs, offsets[index]) if self.logprobs else None
-                offsets[index] += sum(len(self.tokenizer.piece(t.token)) for t in d.logprobs)
                 tokens[index] = d.tokens
                 yield self._chunk(index, d.text, logprobs, d.finish_reason)
         if include_usage:

@@ -377,6 +377,44 @@ class _ByteDetokenizer:
         return self._decoder.decode(b"", final=True)
 
 
+class TextOffsets(Protocol):
+    """Where each token of one sequence starts in its decoded text, token by token."""
+
+    def push(self, idx: int) -> int: ...
+
+
+class _PieceOffsets:
+    """Char and word levels: a token starts where the text before it ends."""
+
+    def __init__(self, pieces: Sequence[str], start: int) -> None:
+        self._pieces, self._at = pieces, start
+
+    def push(self, idx: int) -> int:
+        at = self._at
+        self._at += len(self._pieces[idx])
+        return at
+
+
+class _ByteOffsets:
+    """Byte level: the offset, in decoded characters, of the character a byte belongs to.
+
+    Every byte of a multi-byte character gets that character's offset, so offsets count
+    characters of the text, never bytes (as OpenAI's `text_offset` does for tokens that
+    split a character). Bytes that do not decode read as U+FFFD, as in the text itself.
+    """
+
+    def __init__(self, start: int) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._at = start
+
+    def push(self, idx: int) -> int:
+        self._at += len(self._decoder.decode(bytes((idx,))))
+        pending = bool(self._decoder.getstate()[0])
+        # A byte still waiting for the rest of its character belongs to the next character;
+        # otherwise it ended the last one decoded (itself, or a character it completed).
+        return self._at if pending else self._at - 1
+
+
 @dataclass(frozen=True)
 class Tokenizer:
     """A bundle's text pipeline: its rule (normalize, level, line_join) and vocabulary."""
@@ -436,6 +474,18 @@ class Tokenizer:
     def piece(self, idx: int) -> str:
         """The text one token appends to a completion (a byte: its token text)."""
         return self._pieces[idx]
+
+    def logprob_token(self, idx: int) -> str:
+        """A token's name in OpenAI's logprobs (`tokens`, `top_logprobs` keys): its piece,
+        or for a byte that is no character on its own, OpenAI's `bytes:\\xNN`."""
+        if self.level == "byte" and idx >= 0x80:
+            return f"bytes:\\x{idx:02x}"
+        return self._pieces[idx]
+
+    def text_offsets(self, start: int = 0) -> TextOffsets:
+        """Offsets, in characters, of a generated sequence's tokens in its decoded text (the
+        first token at `start`); see `_ByteOffsets` for the bytes of one character."""
+        return _ByteOffsets(start) if self.level == "byte" else _PieceOffsets(self._pieces, start)
 
     def detokenizer(self) -> Detokenizer:
         """A fresh incremental decoder for one generated sequence."""

@@ -318,12 +318,18 @@ class CompletionRequest(StrictRequest):
 class CompletionLogprobs(ResponseBody):
     """OpenAI's legacy logprobs object: parallel lists, one entry per token."""
 
-    tokens: list[str] = Field(description="each token's text (a word keeps its leading space)")
+    tokens: list[str] = Field(
+        description="each token's text (a word keeps its leading space); a byte model's byte "
+        "from 0x80 up, OpenAI's `bytes:\\xNN`"
+    )
     token_logprobs: list[Logprob | None] = Field(description="null for a prompt's first token")
     top_logprobs: list[dict[str, Logprob] | None] = Field(
         description="the likeliest tokens at each place, and the chosen one"
     )
-    text_offset: list[int] = Field(description="where each token starts in the choice's text")
+    text_offset: list[int] = Field(
+        description="where each token starts in the choice's text, in characters (each byte "
+        "of a character at that character)"
+    )
 
 
 class CompletionChoice(ResponseBody):

@@ -215,3 +215,55 @@ def test_running_out_of_time_is_504_or_an_error_event(checkpoint_dir, model_gate
             assert_error(c.post("/v1/completions", json=body), 504, None, "request limit")
             *_, last = stream(c, **body)  # the stream still ends with [DONE]
         assert last["error"]["code"] == "timeout" and last["error"]["type"] == "timeout_error"
+
+
+def byte_token(b: int) -> str:
+    """OpenAI's name for a token that is not text on its own: `bytes:\\xNN`."""
+    return chr(b) if b < 0x80 else f"bytes:\\x{b:02x}"
+
+
+def char_of_each_byte(data: bytes) -> list[int]:
+    """For valid UTF-8: the index (in characters) of the character each byte belongs to."""
+    return [i for i, ch in enumerate(data.decode()) for _ in ch.encode()]
+
+
+def test_byte_level_logprobs_name_bytes_and_offsets_count_characters(client: TestClient) -> None:
+    prompt = "Hé€😀!"
+    data = prompt.encode()
+    # High bytes favoured, so the generated text holds bytes that are not characters alone
+    # (whole characters, cut-off ones read as U+FFFD).
+    bias = {str(b): 12 for b in (0xC3, 0xA9, 0xE2, 0x82, 0xAC)}
+    body = {"model": "byte-gru", "prompt": prompt, "max_tokens": 24, "seed": 1, "logprobs": 2}
+    out = complete(client, **body, echo=True, logit_bias=bias)
+    (choice,) = out["choices"]
+    lp, text = choice["logprobs"], choice["text"]
+    n = len(data)
+    assert text.startswith(prompt)
+    assert lp["tokens"][:n] == [byte_token(b) for b in data]
+    assert lp["text_offset"][:n] == char_of_each_byte(data)  # [0, 1, 1, 2, 2, 2, 3, ...]
+    generated = lp["tokens"][n:]
+    assert len(generated) == 24
+    new_chars = set(text[len(prompt) :])
+    assert "\ufffd" in new_chars and any(c != "\ufffd" and not c.isascii() for c in new_chars)
+    offsets = lp["text_offset"][n:]
+    assert offsets[0] == len(prompt) and offsets == sorted(offsets)
+    assert max(offsets) < len(text)
+    for token, offset in zip(generated, offsets, strict=True):
+        if token.startswith("bytes:"):  # a byte of the non-ASCII character it starts at
+            byte = int(token[-2:], 16)
+            assert text[offset] == "\ufffd" or byte in text[offset].encode()
+        else:
+            assert text[offset] == token
+    for top, token, logprob in zip(
+        lp["top_logprobs"][1:], lp["tokens"][1:], lp["token_logprobs"][1:], strict=True
+    ):
+        assert top[token] == logprob and all(k.startswith("bytes:\\x") or len(k) == 1 for k in top)
+    # The same in a stream, and without echo the generated tokens alone, at the same offsets.
+    chunks = [c["choices"][0] for c in stream(client, **body, echo=True, logit_bias=bias)]
+    assert "".join(c["text"] for c in chunks) == text
+    for key in ("tokens", "text_offset"):
+        assert [x for c in chunks if c["logprobs"] for x in c["logprobs"][key]] == lp[key]
+    alone = complete(client, **body, logit_bias=bias)["choices"][0]
+    assert alone["text"] == text[len(prompt) :]
+    assert alone["logprobs"]["tokens"] == generated
+    assert alone["logprobs"]["text_offset"] == [o - len(prompt) for o in offsets]

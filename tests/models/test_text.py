@@ -217,6 +217,31 @@ def test_byte_level_on_invalid_utf8() -> None:
     assert Vocab.from_json(Vocab.of_bytes().to_json()).idx_to_token == BYTE_TOKENS
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.binary(max_size=60) | st.text(max_size=30).map(lambda t: t.encode("utf-8", "replace")))
+def test_byte_offsets_place_each_byte_at_its_character(data: bytes) -> None:
+    tok = Tokenizer(Vocab.of_bytes(), level="byte", normalize="none")
+    text = data.decode("utf-8", "replace")
+    counter = tok.text_offsets(start=5)
+    offsets = [counter.push(b) - 5 for b in data]
+    assert offsets == sorted(offsets) and all(0 <= o < len(text) for o in offsets)
+    for b, o in zip(data, offsets, strict=True):
+        assert text[o] == "\ufffd" or b in text[o].encode()
+        if b < 0x80:
+            assert text[o] == chr(b) and tok.logprob_token(b) == chr(b)
+        else:
+            assert tok.logprob_token(b) == f"bytes:\\x{b:02x}"
+    if data.isascii() or text.encode() == data:  # valid UTF-8: the bytes of each character
+        assert offsets == [i for i, ch in enumerate(text) for _ in ch.encode()]
+
+
+def test_byte_offsets_of_cut_off_and_bad_bytes() -> None:
+    tok = Tokenizer(Vocab.of_bytes(), level="byte", normalize="none")
+    data = b"\xe2\x82a\xff\xc3\xa9\xf0"  # "\ufffda\ufffd\u00e9\ufffd"
+    counter = tok.text_offsets()
+    assert [counter.push(b) for b in data] == [0, 0, 1, 2, 3, 3, 4]
+
+
 @pytest.mark.parametrize("level", ["char", "word"])
 def test_char_and_word_levels_refuse_invalid_utf8_naming_the_offset(level: str) -> None:
     tok = tokenizer_for(TextRule("none", level), "abc")  # type: ignore[arg-type]
