@@ -55,6 +55,40 @@ def test_token_file_equals_the_in_memory_tokens(tmp_path: Path, normalize, level
     assert not list((tmp_path / "tok").glob(".*"))  # no scratch file left
 
 
+def tricky_corpus(distinct: int) -> str:
+    """ASCII first (the one-byte scratch), then `distinct` other characters (past 256
+    provisional ids the scratch is widened mid-file), decomposed accents (NFC), runs of
+    non-letters and blank lines (the book's rule collapses them across chunk seams)."""
+    others = "".join(chr(0x4E00 + i) for i in range(distinct))
+    lines = [TINY_TEXT, "!!! ... ---   \n\n\n", "   ** 123 **\n"]
+    lines += [f"line {i}: Cafe\u0301 na\u0308ive {others[i::7]} ÆØÅ «q» 💡\n" for i in range(7)]
+    lines += ["end -- of -- text !!!\n", others[::-1] + "\n", "ascii tail again\n" * 4]
+    return "".join(lines)
+
+
+@pytest.mark.parametrize("normalize", ["book", "none"])
+@pytest.mark.parametrize(("distinct", "min_freq"), [(20, 0), (300, 0), (300, 2)])
+@pytest.mark.parametrize("chunk_bytes", [7, 64, 1 << 22])
+def test_fast_char_path_equals_the_reference_rule(
+    tmp_path: Path, normalize: str, distinct: int, min_freq: int, chunk_bytes: int
+) -> None:
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(tricky_corpus(distinct), encoding="utf-8")
+    data = DataConfig(corpus=str(corpus), normalize=normalize, level="char", min_freq=min_freq)
+    expected = load_tokens(data)
+    rule = TextRule(normalize, "char")  # type: ignore[arg-type]
+    tokens = build_token_file(
+        corpus, rule, tmp_path / "tok", min_freq=min_freq, chunk_bytes=chunk_bytes
+    )
+    assert tokens.tokenizer == expected.tokenizer
+    whole = torch.cat([expected.train_ids, expected.val_ids])
+    assert torch.equal(tokens.read(0, tokens.n_tokens), whole)
+    assert tokens.n_train == len(expected.train_ids)
+    big = normalize == "none" and distinct == 300 and min_freq == 0
+    assert tokens.dtype == (np.uint16 if big else np.uint8)  # both remap paths are used
+    assert not list((tmp_path / "tok").glob(".*"))  # no scratch file left
+
+
 def test_byte_level_keeps_invalid_utf8(tmp_path: Path) -> None:
     corpus = tmp_path / "b.bin"
     data = b"ok \xff\xfe caf\xc3\xa9\n" * 10
