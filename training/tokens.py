@@ -1,7 +1,9 @@
 """A corpus as a flat file of token ids, built in one streaming pass, read back by windows.
 
 `build_token_file` reads the corpus once, chunk by chunk (models/corpus.py), applies the
-rule and writes provisional ids (first-seen order) to a scratch file while counting them.
+rule and writes provisional ids to a scratch file while counting them (`_Provisional`: at
+the char level an ASCII chunk is its own ids, one byte each, which is what makes the
+common case run at memory speed; see docs/benchmarks.md, "Your own text").
 The validation split is the contiguous tail, as for an in-memory run: its counts are taken
 off the scratch file's tail, the vocabulary is built from the training counts alone (the
 same `Vocab` as `Vocab.build` of the training tokens), and one more pass over the scratch
