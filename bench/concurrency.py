@@ -7,7 +7,7 @@ same 64 concurrent requests with the generation controls on (repetition, presenc
 frequency penalties over a window, and `logprobs` 5): their aggregate tokens/s against
 the plain concurrent figure of the same run.
 
-    python -m bench.concurrency [--clients 64] [--tokens 200]
+    python -m bench.concurrency [--clients 64] [--tokens 200] [--model M] [--precision P]
 """
 
 from __future__ import annotations
@@ -93,9 +93,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64, help="concurrent requests")
     parser.add_argument("--tokens", type=int, default=200, help="tokens per request")
     parser.add_argument("--model", default=None, help="RNNLM_DEFAULT_MODEL for the server")
+    parser.add_argument(
+        "--precision", default=None, help="RNNLM_PRECISION for the server: fp32, bf16, int8"
+    )
     args = parser.parse_args()
-    print(json.dumps({"machine": machine()}))
+    print(json.dumps({"machine": machine(), "model": args.model, "precision": args.precision}))
     env = {"RNNLM_DEFAULT_MODEL": args.model} if args.model else {}
+    if args.precision:
+        env["RNNLM_PRECISION"] = args.precision
     with serve(env) as server:
         print(json.dumps(asyncio.run(measure(server.url, args.clients, args.tokens))))
 

@@ -10,8 +10,12 @@ import gc
 import hashlib
 import json
 import logging
+import os
+import platform
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
@@ -40,6 +44,7 @@ from tests.app.conftest import (
     running_server,
     wait_ready,
 )
+from tests.conftest import ROOT
 
 
 def bundles(tmp_path: Path, checkpoint_dir: Path, *names: str) -> Path:
@@ -561,3 +566,57 @@ def test_slow_clients_cannot_hold_connections_open(checkpoint_dir) -> None:
                 answer = b"".join(iter(lambda s=s: s.recv(4096), b""))
             assert answer.startswith(b"HTTP/1.1 408")
         assert httpx.get(f"{url}/health", timeout=30).status_code == 200
+
+
+# 13. Memory under mixed traffic: glibc's malloc arenas (python -m app).
+
+# Eight threads run torch work at once, then glibc lists its arenas (malloc_info).
+ARENAS_PROBE = """
+import ctypes, sys, threading
+import torch
+from app.server import limit_malloc_arenas
+applied = limit_malloc_arenas() if sys.argv[1] == "capped" else False
+go = threading.Barrier(8)
+def work():
+    go.wait()
+    for _ in range(50):
+        torch.randn(64, 64) @ torch.randn(64, 64)
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+libc = ctypes.CDLL(None)
+libc.open_memstream.restype = ctypes.c_void_p
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+text, size = ctypes.c_char_p(), ctypes.c_size_t()
+stream = libc.open_memstream(ctypes.byref(text), ctypes.byref(size))
+libc.malloc_info(0, stream)
+libc.fclose(stream)
+print(applied, text.value.decode().count("<heap nr="))
+"""
+
+
+def arenas_after_threads(mode: str, **env: str) -> tuple[bool, int]:
+    """Whether the cap applied, and how many arenas glibc has after 8 threads' work."""
+    environ = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"} | env
+    out = subprocess.run(
+        [sys.executable, "-c", ARENAS_PROBE, mode],
+        env=environ,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout.split()
+    return out[0] == "True", int(out[1])
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc arenas only")
+def test_the_server_caps_malloc_arenas_unless_the_operator_sets_them() -> None:
+    """Freed memory stays in the arena of the thread that used it; one arena per thread
+    fragmented the soak's heap (docs/reliability.md), so `python -m app` keeps two."""
+    applied, arenas = arenas_after_threads("uncapped")
+    assert not applied and arenas > 2  # glibc's default: a new arena per thread
+    applied, arenas = arenas_after_threads("capped")
+    assert applied and arenas <= 2
+    applied, arenas = arenas_after_threads("capped", MALLOC_ARENA_MAX="4")
+    assert not applied and 2 < arenas <= 4  # the operator's value wins
