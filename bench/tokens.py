@@ -63,8 +63,14 @@ print(json.dumps(result))
 """
 
 
-def make_corpus(path: Path, megabytes: int, seed: int = 0) -> int:
-    lines = book_path().read_text(encoding="utf-8").splitlines()
+def make_corpus(path: Path, megabytes: int, seed: int = 0, curly: bool = False) -> int:
+    """The book's lines in seeded shuffles up to `megabytes`; `curly` turns its straight
+    quotes into typographic ones, so every chunk holds non-ASCII text (the char level's
+    general path instead of its ASCII one)."""
+    text = book_path().read_text(encoding="utf-8")
+    if curly:
+        text = text.replace("'", "\u2019").replace('"', "\u201c")
+    lines = text.splitlines()
     rng = random.Random(seed)
     written = 0
     with path.open("w", encoding="utf-8") as f:
@@ -93,6 +99,9 @@ def main() -> None:
     parser.add_argument("--normalize", default="none", choices=("book", "none"))
     parser.add_argument("--level", default="char", choices=("char", "word", "byte"))
     parser.add_argument("--dir", type=Path, default=None, help="scratch directory (big)")
+    parser.add_argument(
+        "--curly-quotes", action="store_true", help="typographic quotes: non-ASCII chunks"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         root = Path(tmp)
@@ -100,7 +109,7 @@ def main() -> None:
             if megabytes <= 0:
                 continue
             corpus = root / f"corpus-{megabytes}.txt"
-            size = make_corpus(corpus, megabytes)
+            size = make_corpus(corpus, megabytes, curly=args.curly_quotes)
             result = child(mode, corpus, args.normalize, args.level, root / f"lm-{mode}")
             print(
                 json.dumps(
@@ -109,6 +118,7 @@ def main() -> None:
                         "mode": mode,
                         "normalize": args.normalize,
                         "level": args.level,
+                        "curly_quotes": args.curly_quotes,
                         "bytes": size,
                         "mb_per_s": size / 2**20 / result["tokenize_s"],
                         "machine": machine(),
