@@ -32,6 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 180.0  # loading bundles on a busy 2-core machine; only a broken start waits it
 GRACEFUL_SHUTDOWN_S = 30
+PORT_ATTEMPTS = 3
 
 
 def free_port() -> int:
@@ -76,8 +77,25 @@ def start(
     env: Mapping[str, str] | None = None,
     ready_timeout: float = READY_TIMEOUT_S,
 ) -> LiveServer:
-    """Spawn the service and return once /ready answers 200 (every bundle loaded)."""
-    port = free_port()
+    """Spawn the service and return once /ready answers 200 (every bundle loaded).
+
+    The free port is only free when asked: another process (a parallel test worker) may
+    bind it first, and then the server is started again on another."""
+    for _ in range(PORT_ATTEMPTS - 1):
+        try:
+            return _start(free_port(), checkpoint_dir, env, ready_timeout)
+        except PortTaken:
+            continue
+    return _start(free_port(), checkpoint_dir, env, ready_timeout)
+
+
+class PortTaken(RuntimeError):
+    """The server exited at start because its port was bound meanwhile."""
+
+
+def _start(
+    port: int, checkpoint_dir: Path | None, env: Mapping[str, str] | None, ready_timeout: float
+) -> LiveServer:
     full_env = {
         **os.environ,
         "RNNLM_LOG_LEVEL": "warning",
@@ -104,7 +122,9 @@ def _wait_ready(server: LiveServer, deadline: float) -> float:
     with httpx.Client(timeout=5) as client:
         while True:
             if server.process.poll() is not None:
-                raise RuntimeError(f"the server exited before it was ready:\n{server.log()}")
+                log = server.log()
+                error = PortTaken if "address already in use" in log else RuntimeError
+                raise error(f"the server exited before it was ready:\n{log}")
             with contextlib.suppress(httpx.TransportError):
                 if client.get(f"{server.url}/ready").status_code == 200:
                     return time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from scripts import live_server
 from scripts.live_server import main as live_server_main
 from scripts.live_server import start
 from tests.app.conftest import active_sequences, png_size, server_env, wait_until
@@ -113,13 +115,26 @@ def test_sigterm_lets_in_flight_requests_finish(checkpoint_dir: Path) -> None:
         live.close()
 
 
-def test_the_live_server_command_hands_back_the_commands_status(checkpoint_dir: Path) -> None:
-    """scripts/fuzz.sh runs schemathesis this way: a failing run must fail the script."""
+def test_the_live_server_command_hands_back_the_commands_status(
+    checkpoint_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """scripts/fuzz.sh runs schemathesis this way: a failing run must fail the script.
+
+    The first free port it is given is bound by someone else by the time the server starts
+    (as a parallel test worker may do): the server starts again on another."""
     probe = (
         "import os, sys, httpx; "
         "assert os.environ['RNNLM_URL'] == sys.argv[1]; "
         "assert httpx.get(sys.argv[1] + '/ready').status_code == 200; "
+        "assert not sys.argv[1].endswith(':' + sys.argv[2]); "
         "sys.exit(3)"
     )
     argv = ["--checkpoint-dir", str(checkpoint_dir), "--env", "RNNLM_ALLOW_DOWNLOAD=false"]
-    assert live_server_main([*argv, "--", sys.executable, "-c", probe, "{url}"]) == 3
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = iter([port, live_server.free_port()])
+        monkeypatch.setattr(live_server, "free_port", lambda: next(ports))
+        command = [sys.executable, "-c", probe, "{url}", str(port)]
+        assert live_server_main([*argv, "--", *command]) == 3
