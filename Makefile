@@ -40,12 +40,16 @@ lock:
 book: install
 	$(PY) -m scripts.book
 
-# The fast checks, exactly as CI runs them (also .pre-commit-config.yaml).
+# The fast checks, exactly as CI runs them (also .pre-commit-config.yaml). pytest runs on
+# every core (pytest-xdist; `make test TEST_WORKERS=0` runs it in one process); worksteal
+# gives each worker a contiguous half of the tests (a module's fixtures are built once) and
+# lets an idle worker take tests from the other's queue.
+TEST_WORKERS ?= auto
 check: install book
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 test: check
 

@@ -16,10 +16,13 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
+import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock, Timeout
 
 from models.rnn import LMConfig, build_model
 from models.text import Tokenizer, Vocab
@@ -57,6 +60,47 @@ TINY_RUN = {
 
 def tiny_train_config(out: Path, corpus: Path, **settings: object) -> TrainConfig:
     return TrainConfig.build(out=out, corpus=str(corpus), **(TINY_RUN | settings))
+
+
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The temporary directory of this whole test run: under pytest-xdist, the one the
+    workers' own directories share (the pattern of the xdist docs), else pytest's own."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def build_once(
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    builds: Mapping[str, Callable[[Path], object]],
+) -> Path:
+    """`run_dir/name`, holding `builds[k](run_dir/name/k)` for every k, each built once per
+    test run whichever worker asks first.
+
+    Each entry has a lock of its own: a worker first builds the entries no one else is
+    building, then waits for the rest, so two workers split the work rather than one
+    waiting for the other. A finished entry is marked by a stamp, so an entry a crashed
+    worker left half-built is built again.
+    """
+    root = run_dir(tmp_path_factory) / name
+    root.mkdir(exist_ok=True)
+
+    def build(key: str, timeout: float) -> bool:
+        try:
+            with FileLock(root / f".{key}.lock", timeout=timeout):
+                stamp = root / f".{key}.built"
+                if not stamp.exists():
+                    shutil.rmtree(root / key, ignore_errors=True)
+                    builds[key](root / key)
+                    stamp.touch()
+        except Timeout:
+            return False
+        return True
+
+    waiting = [key for key in builds if not build(key, timeout=0)]
+    for key in waiting:
+        build(key, timeout=-1)
+    return root
 
 
 def in_ci() -> bool:

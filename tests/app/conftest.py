@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,25 +21,47 @@ from app.settings import Settings
 from models.forecast import SineConfig
 from models.rnn import RNNLM, LanguageModel, RNNScratch
 from scripts.live_server import LiveServer, live_server
-from tests.conftest import DATA_DIR, TINY_TEXT, tiny_train_config
+from tests.conftest import DATA_DIR, TINY_TEXT, build_once, tiny_train_config
 from training.loop import train
 from training.sine import train_sine
 
 
+def tiny_bundles(corpus: Path) -> dict[str, Callable[[Path], object]]:
+    """How each tiny bundle the app tests serve is trained (seconds each on a CPU)."""
+    return {
+        "char-lstm": lambda out: train(
+            tiny_train_config(out, corpus, arch="lstm", num_layers=2, dropout=0.1)
+        ),
+        "char-gru": lambda out: train(tiny_train_config(out, corpus)),
+        "word-gru": lambda out: train(
+            tiny_train_config(out, corpus, level="word", num_steps=4, batch_size=4)
+        ),
+        "byte-gru": lambda out: train(
+            tiny_train_config(out, corpus, normalize="none", level="byte", epochs=1)
+        ),
+        "sine-mlp": lambda out: train_sine(SineConfig(), out),
+    }
+
+
 @pytest.fixture(scope="session")
 def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny bundles and a broken one, in a directory of this session's own. They are
+    trained once per test run (the xdist workers share the training, `build_once`), then
+    copied, so what one session does to its directory no other sees."""
+    texts = build_once(tmp_path_factory, "tiny-corpus", {"tiny.txt": write_tiny_corpus})
+    trained = build_once(tmp_path_factory, "tiny-bundles", tiny_bundles(texts / "tiny.txt"))
     root = tmp_path_factory.mktemp("checkpoints")
-    corpus = root.parent / "tiny-corpus.txt"
-    corpus.write_text(TINY_TEXT * 3)
-    train(tiny_train_config(root / "char-lstm", corpus, arch="lstm", num_layers=2, dropout=0.1))
-    train(tiny_train_config(root / "char-gru", corpus))
-    train(tiny_train_config(root / "word-gru", corpus, level="word", num_steps=4, batch_size=4))
-    train(tiny_train_config(root / "byte-gru", corpus, normalize="none", level="byte", epochs=1))
-    train_sine(SineConfig(), root / "sine-mlp")
+    shutil.copytree(
+        trained, root, ignore=shutil.ignore_patterns(".*.lock", ".*.built"), dirs_exist_ok=True
+    )
     broken = root / "broken"
     broken.mkdir()
     (broken / "config.json").write_text('{"format_version": 99}')
     return root
+
+
+def write_tiny_corpus(path: Path) -> None:
+    path.write_text(TINY_TEXT * 3)
 
 
 def make_settings(checkpoint_dir: Path, **kw: object) -> Settings:
