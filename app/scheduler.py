@@ -111,7 +111,9 @@ class _Prefill:
 
 class Scheduler:
     PREFILL_CHUNK = 8  # tokens of one prefix per encoding pass
-    PREFILL_GROUP = 4  # prefixes per encoding pass
+    # Prefixes per encoding pass: with 4, 64 requests of a 19-token prompt joined over 44
+    # extra steps and cost about 12% of the 64-client throughput (docs/benchmarks.md).
+    PREFILL_GROUP = 16
 
     def __init__(
         self,
