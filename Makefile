@@ -15,7 +15,7 @@ ifneq ($(DATA_DIR),)
 export RNNLM_DATA_DIR ?= $(DATA_DIR)
 endif
 
-.PHONY: install lock book check test test-all test-browser test-faults test-lmeval fuzz soak \
+.PHONY: install lock book check test test-all test-system test-browser test-faults test-lmeval fuzz soak \
 	lint fmt models mixture serve bench clean docker-check docker-smoke k8s-check
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
@@ -40,23 +40,32 @@ lock:
 book: install
 	$(PY) -m scripts.book
 
-# The fast checks, exactly as CI runs them (also .pre-commit-config.yaml). pytest runs on
-# every core (pytest-xdist; `make test TEST_WORKERS=0` runs it in one process); worksteal
-# gives each worker a contiguous half of the tests (a module's fixtures are built once) and
-# lets an idle worker take tests from the other's queue.
+# The fast checks, exactly as CI runs them (also .pre-commit-config.yaml): every test but
+# those of the markers pyproject.toml deselects (system, browser, lmeval: targets below).
+# pytest runs on every core (pytest-xdist; `make test TEST_WORKERS=0` runs it in one
+# process); worksteal gives each worker a contiguous half of the tests (a module's
+# fixtures are built once) and lets an idle worker take tests from the other's queue.
 TEST_WORKERS ?= auto
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 check: install book
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+	$(PYTEST)
 
 test: check
 
-# Every test: the fast checks, the playground in a real browser, kill -9 fault injection
-# over many rounds, fuzzing of the live API, lm-evaluation-harness as a client, and a
-# short soak (all of .ci/run but the deployment checks: `make k8s-check docker-smoke`).
-test-all: check test-browser test-faults fuzz test-lmeval soak
+# Every test: the fast checks, the tests that run the project as processes (the live
+# server, torchrun, kill -9 over many rounds), the playground in a real browser, fuzzing of
+# the live API, lm-evaluation-harness as a client, and a short soak (all of .ci/run but the
+# deployment checks: `make k8s-check docker-smoke`).
+test-all: check test-system test-browser fuzz test-lmeval soak
+
+# The tests marked `system`: the live server (`python -m app`) end to end, torchrun
+# ranks, the token file's memory in children, kill -9 during bundle saves (KILL_ROUNDS).
+KILL_ROUNDS ?= 40
+test-system: install book
+	RNNLM_KILL_ROUNDS=$(KILL_ROUNDS) $(PYTEST) -m system
 
 test-browser: install book
 	scripts/browser-test.sh
@@ -64,9 +73,8 @@ test-browser: install book
 test-lmeval: install
 	$(PY) -m pytest -q -m lmeval tests/app/test_lm_eval.py
 
-KILL_ROUNDS ?= 40
 test-faults: install
-	RNNLM_KILL_ROUNDS=$(KILL_ROUNDS) $(PY) -m pytest -q tests/models/test_bundle.py -k kill_9
+	RNNLM_KILL_ROUNDS=$(KILL_ROUNDS) $(PY) -m pytest -q -m system tests/models/test_bundle.py -k kill_9
 
 FUZZ_EXAMPLES ?= 40
 fuzz: install book

@@ -6,7 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.system  # processes of its own: make test-system
 
 
 def test_every_benchmark_module_imports() -> None:

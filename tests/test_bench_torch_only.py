@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 BLOCK = """
@@ -19,6 +21,8 @@ sys.meta_path.insert(0, Block())
 import bench.engine, bench.precision
 print("imported")
 """
+
+pytestmark = pytest.mark.system  # processes of its own: make test-system
 
 HTTP = {"fastapi", "starlette", "uvicorn", "pydantic", "pydantic_settings", "httpx", "matplotlib"}
 

@@ -17,6 +17,8 @@ from scripts.live_server import main as live_server_main
 from scripts.live_server import start
 from tests.app.conftest import active_sequences, png_size, server_env, wait_until
 
+pytestmark = pytest.mark.system  # processes of its own: make test-system
+
 
 def test_every_endpoint_over_http(server: str) -> None:
     with httpx.Client(base_url=server, timeout=60) as c:

@@ -179,6 +179,7 @@ while True:
 """
 
 
+@pytest.mark.system
 def test_kill_9_at_any_moment_of_a_save_leaves_a_loadable_bundle(tmp_path: Path) -> None:
     import random
     import subprocess

@@ -90,6 +90,7 @@ def test_bad_output_path_exits_1(tmp_path: Path, tiny_corpus: Path, out: str, ca
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.system
 def test_module_entry_point_shows_help() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "training", "lm", "--help"], cwd=ROOT, capture_output=True, text=True

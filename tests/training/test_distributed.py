@@ -83,6 +83,7 @@ def val_ppl(out: Path) -> list[float]:
     return [e["val_ppl"] for e in load_bundle(out).metrics["epochs"]]
 
 
+@pytest.mark.system  # torchrun: make test-system
 def test_two_ranks_train_the_weights_of_one_process_and_resume_on_one(
     tmp_path: Path, tiny_corpus: Path
 ) -> None:
@@ -102,6 +103,7 @@ def test_two_ranks_train_the_weights_of_one_process_and_resume_on_one(
     assert len(val_ppl(ranks.out)) == 3
 
 
+@pytest.mark.system  # torchrun: make test-system
 def test_a_one_process_run_resumes_on_two_ranks(tmp_path: Path, tiny_corpus: Path) -> None:
     whole = tiny_train_config(tmp_path / "whole" / "tiny", tiny_corpus, sampling="sequential")
     split = whole.replace(out=tmp_path / "split" / "tiny", epochs=1)
@@ -113,6 +115,7 @@ def test_a_one_process_run_resumes_on_two_ranks(tmp_path: Path, tiny_corpus: Pat
     assert val_ppl(split.out) == pytest.approx(val_ppl(whole.out), rel=TOLERANCE)
 
 
+@pytest.mark.system  # torchrun: make test-system
 def test_a_failing_rank_stops_the_others_with_its_message(
     tmp_path: Path, tiny_corpus: Path
 ) -> None:
