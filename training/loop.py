@@ -191,6 +191,28 @@ def samples(model: LanguageModel, tokenizer: Tokenizer) -> dict[str, str]:
     return texts
 
 
+def draw_curves(config: TrainConfig, history: list[dict[str, Any]]) -> bytes:
+    """The bundle's curves.png for `history`, with the kept epoch and theta marked."""
+    figure = curves_figure(history, config.out.name, best_epoch(history), clip=config.optim.clip)
+    return png(figure)
+
+
+def write_bundle(
+    config: TrainConfig,
+    best_model: nn.Module,
+    tokenizer: Tokenizer,
+    info: dict[str, Any],
+    history: list[dict[str, Any]],
+    curves: bytes,
+    **extra: Any,
+) -> None:
+    """The bundle: the best weights, the metrics of `history` (plus `extra`) and `curves`,
+    the PNG drawn from that very history."""
+    metrics = lm_metrics(history, **extra)
+    dtype = getattr(torch, config.weights_dtype)
+    save_bundle(config.out, best_model, tokenizer, info, metrics, {CURVES: curves}, dtype)
+
+
 def save_epoch(
     config: TrainConfig,
     model: nn.Module,
@@ -199,15 +221,13 @@ def save_epoch(
     tokenizer: Tokenizer,
     info: dict[str, Any],
     history: list[dict[str, Any]],
-    **extra: Any,
-) -> None:
-    """After each epoch: the bundle (best weights, metrics, curves), then the resume state."""
-    best = best_epoch(history)
-    curves = png(curves_figure(history, config.out.name, best, clip=config.optim.clip))
-    metrics = lm_metrics(history, **extra)
-    dtype = getattr(torch, config.weights_dtype)
-    save_bundle(config.out, best_model, tokenizer, info, metrics, {CURVES: curves}, dtype)
+) -> bytes:
+    """After each epoch: the bundle (best weights, metrics, curves), then the resume state.
+    Returns the curves, which the run's final save reuses (its history is the same)."""
+    curves = draw_curves(config, history)
+    write_bundle(config, best_model, tokenizer, info, history, curves)
     save_resume(config, model, best_model, optimizer, history)
+    return curves
 
 
 def _token_file(config: TrainConfig) -> TokenFile:
@@ -315,6 +335,7 @@ def _train(config: TrainConfig, resume: bool, ranks: Ranks, device: torch.device
     if ranks.distributed:
         info["data_parallel_ranks"] = ranks.world_size
     train_ids, val_ids = _split(data.train(), device), _split(data.val(), device)
+    curves = None  # the PNG of `history` as last saved
     for epoch in range(len(history) + 1, optim.epochs + 1):
         if optim.patience and history and epoch - 1 - best_epoch(history) >= optim.patience:
             log.info("early stop: no better validation perplexity in %d epochs", optim.patience)
@@ -363,16 +384,15 @@ def _train(config: TrainConfig, resume: bool, ranks: Ranks, device: torch.device
         if best_epoch(history) == epoch:
             best_model.load_state_dict(model.state_dict())
         if ranks.is_main:
-            save_epoch(config, model, best_model, optimizer, data.tokenizer, info, history)
+            curves = save_epoch(config, model, best_model, optimizer, data.tokenizer, info, history)
     if not history:
         raise TrainingError("no epoch was trained (epochs must be >= 1)")
     final = samples(best_model, data.tokenizer)
     for text in final.values():
         log.info("sample (the bundle's weights): %s", text)
-    if ranks.is_main:
-        save_epoch(
-            config, model, best_model, optimizer, data.tokenizer, info, history, samples=final
-        )
+    if ranks.is_main:  # the last epoch's bundle again, with the samples; its resume state stands
+        curves = curves or draw_curves(config, history)  # none yet: a finished run resumed
+        write_bundle(config, best_model, data.tokenizer, info, history, curves, samples=final)
     return lm_metrics(history, samples=final)
 
 

@@ -1,5 +1,6 @@
 """Training reports: the curves PNG inside each bundle, and `python -m training list`."""
 
+import copy
 import hashlib
 import json
 import shutil
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from models.bundle import CURVES, load_bundle
+from models.curves import png
 from models.forecast import SineConfig
 from tests.conftest import tiny_train_config
 from tests.training.test_loop import small_config
@@ -63,6 +65,33 @@ def test_a_failed_epoch_never_leaves_the_curves_out_of_step(
     bundle = load_bundle(config.out)  # epoch 1's bundle, whole: hashes check out
     assert len(bundle.metrics["epochs"]) == 1
     assert sorted(p.name for p in config.out.parent.iterdir() if "tmp" in p.name) == []
+
+
+def test_the_curves_are_drawn_once_per_trained_epoch(
+    tmp_path: Path, tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The final save (the same history, plus the samples) reuses the last epoch's PNG; a
+    resumed run with no epoch left to train draws them for its one save."""
+    histories: list[list[dict]] = []
+    real = loop.curves_figure
+
+    def counted(history, *args, **kw):
+        histories.append(copy.deepcopy(list(history)))
+        return real(history, *args, **kw)
+
+    monkeypatch.setattr(loop, "curves_figure", counted)
+    config = small_config(tmp_path, tiny_corpus, epochs=2)
+    train(config)
+    assert [len(h) for h in histories] == [1, 2]
+    bundle = load_bundle(config.out)
+    assert "samples" in bundle.metrics
+    best = bundle.metrics["best_epoch"]
+    expected = png(real(histories[-1], "tiny", best, clip=config.optim.clip))
+    assert (config.out / CURVES).read_bytes() == expected  # the whole history, as drawn last
+    histories.clear()
+    train(config, resume=True)  # both epochs done: nothing to train, one save
+    assert [len(h) for h in histories] == [2]
+    assert (config.out / CURVES).read_bytes() == expected
 
 
 def test_list_prints_a_row_per_bundle_and_flags_broken_ones(
