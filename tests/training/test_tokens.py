@@ -1,10 +1,12 @@
 """The token file: one streaming pass gives the very ids an in-memory run trains on."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,10 +14,11 @@ import torch
 
 from models.text import TextRule
 from tests.conftest import ROOT, TINY_TEXT
+from training import loop
 from training.cli import main
 from training.config import DataConfig
 from training.data import load_tokens, token_file_dir
-from training.tokens import build_token_file, open_token_file
+from training.tokens import TokenSpan, build_token_file, open_token_file
 
 RAW = TINY_TEXT + "Naïve café, «quoted» 東京!\nThe end.\n" + "travel\nler and more lines\n" * 30
 
@@ -135,20 +138,25 @@ def write_big_corpus(path: Path, megabytes: int) -> None:
             written += f.write(block)
 
 
+# Both splits are read from the token file, as a corpus of gigabytes would be: the limits
+# under which a split is held in memory, lowered (in the child and in this process alike).
+LOW_LIMITS = {"IN_MEMORY_TOKENS": 1000, "VAL_PIECE_TOKENS": 1 << 12}
+
 RSS_SCRIPT = """
-import resource, sys
-from pathlib import Path
+import json, resource, sys
+import training.loop as loop
+for name, value in json.loads(sys.argv[1]).items():
+    setattr(loop, name, value)
 from training.cli import main
-code = main(sys.argv[1:])
+code = main(sys.argv[2:])
 print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 sys.exit(code)
 """
 
 
-def run_child(corpus: Path, out: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], int]:
-    """`python -m training lm` on `corpus` in a child whose in-memory limit is lowered, so
-    both splits are read from the token file (as a corpus of gigabytes would be)."""
-    flags = [
+def lm_flags(corpus: Path, out: Path, *extra: str) -> list[str]:
+    """`python -m training lm` on `corpus`: a small GRU, 20,000 training tokens."""
+    return [
         "lm",
         "--corpus",
         str(corpus),
@@ -174,36 +182,51 @@ def run_child(corpus: Path, out: Path, *extra: str) -> tuple[subprocess.Complete
         "cpu",
         *extra,
     ]
-    script = RSS_SCRIPT.replace(
-        "from training.cli import main",
-        "import training.loop as loop\nloop.IN_MEMORY_TOKENS = 1000\n"
-        "loop.VAL_PIECE_TOKENS = 1 << 12\nfrom training.cli import main",
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", script, *flags],
+
+
+def peak_rss(flags: list[str]) -> int:
+    """The peak RSS (KB) of a fresh process running `training.cli.main(flags)` under
+    `LOW_LIMITS`."""
+    child = subprocess.run(
+        [sys.executable, "-c", RSS_SCRIPT, json.dumps(LOW_LIMITS), *flags],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         cwd=ROOT,
         timeout=600,
     )
-    assert run.returncode == 0, run.stderr
-    return run, int(run.stdout.split("PEAK_RSS_KB")[1].split()[0])
+    assert child.returncode == 0, child.stderr
+    return int(child.stdout.split("PEAK_RSS_KB")[1].split()[0])
 
 
-def test_training_memory_does_not_grow_with_the_corpus_and_resume_works(tmp_path: Path) -> None:
-    """The same run on a 1 MB and on a 9 MB corpus: the peak RSS barely moves (in memory,
-    the larger would need > 64 MB more for its int64 ids alone, plus the text and a list
-    of 8M one-character strings)."""
+def test_training_memory_does_not_grow_with_the_corpus_and_resume_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same run on a 1 MB and on a 9 MB corpus, each in a fresh process: the peak RSS
+    barely moves (in memory, the larger would need > 64 MB more for its int64 ids alone,
+    plus the text and a list of 8M one-character strings). Then the small run resumed for
+    a second epoch, in this process, under the same limits."""
     small, large = tmp_path / "small.txt", tmp_path / "large.txt"
     write_big_corpus(small, 1)
     write_big_corpus(large, 9)
-    _, small_kb = run_child(small, tmp_path / "small-lm", "--epochs", "1")
-    _, large_kb = run_child(large, tmp_path / "large-lm", "--epochs", "1")
+    small_kb = peak_rss(lm_flags(small, tmp_path / "small-lm", "--epochs", "1"))
+    large_kb = peak_rss(lm_flags(large, tmp_path / "large-lm", "--epochs", "1"))
     assert large_kb - small_kb < 40_000, (small_kb, large_kb)
     tokens = open_token_file(token_file_dir(tmp_path / "large-lm"))
     assert tokens.n_tokens > 9_000_000 and tokens.train_end == 20_000
-    run, _ = run_child(small, tmp_path / "small-lm", "--epochs", "2", "--resume")
-    assert "resuming" in run.stderr
+    for name, value in LOW_LIMITS.items():
+        monkeypatch.setattr(loop, name, value)
+    splits = []
+    real_split = loop._split
+
+    def recorded(*args: Any) -> object:
+        splits.append(real_split(*args))
+        return splits[-1]
+
+    monkeypatch.setattr(loop, "_split", recorded)
+    with caplog.at_level(logging.INFO, logger="training"):
+        assert main(lm_flags(small, tmp_path / "small-lm", "--epochs", "2", "--resume")) == 0
+    assert any("resuming" in r.getMessage() for r in caplog.records)
+    assert [type(s) for s in splits] == [TokenSpan, TokenSpan]  # both read from the file
     metrics = json.loads((tmp_path / "small-lm" / "metrics.json").read_text())
     assert len(metrics["epochs"]) == 2 and metrics["epochs"][1]["val_ppl"] > 1
