@@ -1,3 +1,4 @@
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -39,7 +40,7 @@ def test_clipping_bounds_the_norm_and_keeps_the_direction() -> None:
 
 
 def test_a_tiny_run_learns_and_writes_a_bundle(tmp_path: Path, tiny_corpus: Path) -> None:
-    config = small_config(tmp_path, tiny_corpus, epochs=4)
+    config = small_config(tmp_path, tiny_corpus, epochs=3)
     metrics = train(config)
     ppl = [e["val_ppl"] for e in metrics["epochs"]]
     assert ppl[-1] < ppl[0] * 0.8
@@ -74,13 +75,13 @@ def test_same_seed_same_weights(tmp_path: Path, tiny_corpus: Path) -> None:
 def test_resume_equals_an_uninterrupted_run(
     tmp_path: Path, tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch, sampling: str
 ) -> None:
-    full = small_config(tmp_path / "full", tiny_corpus, epochs=4, dropout=0.1, sampling=sampling)
+    full = small_config(tmp_path / "full", tiny_corpus, epochs=3, dropout=0.1, sampling=sampling)
     train(full)
     cut = full.replace(out=tmp_path / "cut" / "tiny")
     real_epoch = loop.train_epoch
 
     def interrupted(*args, **kw):
-        if args[4] == 3:  # the epoch argument: Ctrl-C during epoch 3
+        if args[4] == 2:  # the epoch argument: Ctrl-C during epoch 2
             raise KeyboardInterrupt
         return real_epoch(*args, **kw)
 
@@ -88,8 +89,8 @@ def test_resume_equals_an_uninterrupted_run(
     with pytest.raises(KeyboardInterrupt):
         train(cut)
     monkeypatch.setattr(loop, "train_epoch", real_epoch)
-    metrics = train(cut, resume=True)
-    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3, 4]
+    metrics = train(cut, resume=True)  # epochs 2 and 3: the resumed state carries over twice
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
     assert weights_sha(cut.out) == weights_sha(full.out)
     done = json.loads((full.out / "metrics.json").read_text())
     assert [e["val_ppl"] for e in metrics["epochs"]] == [e["val_ppl"] for e in done["epochs"]]
@@ -120,15 +121,29 @@ def test_nan_loss_stops_and_keeps_the_last_good_bundle(
     assert [e["epoch"] for e in bundle.metrics["epochs"]] == [1]
 
 
-def test_early_stopping_keeps_the_best_weights(tmp_path: Path, tiny_corpus: Path) -> None:
-    # A learning rate this high makes validation worse after the first epoch.
-    config = small_config(tmp_path, tiny_corpus, epochs=8, lr=0.3, patience=2)
+def test_early_stopping_keeps_the_best_weights(
+    tmp_path: Path, tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validation perplexity scripted: best at epoch 2, then `patience` (2) epochs without a
+    better one (epoch 4 beats epoch 3, not epoch 2): training stops after epoch 4, and the
+    bundle holds the weights of epoch 2."""
+    scripted = iter([10.0, 5.0, 7.0, 6.0, 4.0, 3.0])
+    weights_at: dict[int, dict[str, torch.Tensor]] = {}
+
+    def validate(model, ids):
+        weights_at[len(weights_at) + 1] = copy.deepcopy(model.state_dict())
+        return next(scripted)
+
+    monkeypatch.setattr(loop, "_validate", validate)
+    config = small_config(tmp_path, tiny_corpus, epochs=6, patience=2)
     metrics = train(config)
-    best = metrics["best_epoch"]
-    assert len(metrics["epochs"]) <= best + 2
-    assert load_bundle(config.out).metrics["best_val_ppl"] == min(
-        e["val_ppl"] for e in metrics["epochs"]
-    )
+    assert [e["val_ppl"] for e in metrics["epochs"]] == [10.0, 5.0, 7.0, 6.0]
+    assert metrics["best_epoch"] == 2
+    bundle = load_bundle(config.out)
+    assert bundle.metrics["best_val_ppl"] == 5.0
+    kept = {k: v.float() for k, v in bundle.model.state_dict().items()}
+    torch.testing.assert_close(kept, {k: v.float() for k, v in weights_at[2].items()})
+    assert not all(torch.equal(weights_at[2][k], v) for k, v in weights_at[4].items())
 
 
 def test_too_little_text_for_one_batch(tmp_path: Path) -> None:
