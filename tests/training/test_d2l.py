@@ -60,7 +60,7 @@ def test_each_preset_runs_end_to_end_on_the_book(
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_preset_value_can_be_overridden(
-    preset: str, tiny_corpus: Path, tmp_path: Path, capsys
+    preset: str, tiny_corpus: Path, tmp_path: Path, capsys, curves_not_drawn: None
 ) -> None:
     out = tmp_path / "small"
     _run(
@@ -115,7 +115,9 @@ def test_max_tokens_keeps_the_first_tokens_and_the_held_out_split(tiny_corpus: P
     assert len(whole.train_ids) == len(load_tokens(DataConfig(corpus=str(tiny_corpus))).train_ids)
 
 
-def test_reserved_tokens_follow_unk(tiny_corpus: Path, tmp_path: Path, capsys) -> None:
+def test_reserved_tokens_follow_unk(
+    tiny_corpus: Path, tmp_path: Path, capsys, curves_not_drawn: None
+) -> None:
     data = load_tokens(DataConfig(corpus=str(tiny_corpus), reserved_tokens=("<pad>", "<bos>")))
     assert data.tokenizer.vocab.idx_to_token[:3] == ["<unk>", "<pad>", "<bos>"]
     out = tmp_path / "reserved"
@@ -152,7 +154,7 @@ def test_gradient_norms_and_how_often_clipping_acts(
 
 
 def test_samples_are_logged_every_n_epochs(
-    tiny_corpus: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tiny_corpus: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, curves_not_drawn: None
 ) -> None:
     config = tiny_train_config(tmp_path / "s", tiny_corpus, epochs=2, sample_every=1)
     with caplog.at_level(logging.INFO, logger="training.loop"):

@@ -60,7 +60,7 @@ def test_weights_dtype_float16_stores_half_precision(tmp_path: Path, tiny_corpus
     assert load_bundle(config.out).config["training"]["weights_dtype"] == "float16"
 
 
-def test_same_seed_same_weights(tmp_path: Path, tiny_corpus: Path) -> None:
+def test_same_seed_same_weights(tmp_path: Path, tiny_corpus: Path, curves_not_drawn: None) -> None:
     a = small_config(tmp_path / "a", tiny_corpus, epochs=2, dropout=0.2, num_layers=2)
     b = a.replace(out=tmp_path / "b" / "tiny")
     train(a)
@@ -73,7 +73,11 @@ def test_same_seed_same_weights(tmp_path: Path, tiny_corpus: Path) -> None:
 
 @pytest.mark.parametrize("sampling", ["random", "sequential"])
 def test_resume_equals_an_uninterrupted_run(
-    tmp_path: Path, tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch, sampling: str
+    tmp_path: Path,
+    tiny_corpus: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sampling: str,
+    curves_not_drawn: None,
 ) -> None:
     full = small_config(tmp_path / "full", tiny_corpus, epochs=3, dropout=0.1, sampling=sampling)
     train(full)
@@ -96,7 +100,9 @@ def test_resume_equals_an_uninterrupted_run(
     assert [e["val_ppl"] for e in metrics["epochs"]] == [e["val_ppl"] for e in done["epochs"]]
 
 
-def test_resume_refuses_changed_settings(tmp_path: Path, tiny_corpus: Path) -> None:
+def test_resume_refuses_changed_settings(
+    tmp_path: Path, tiny_corpus: Path, curves_not_drawn: None
+) -> None:
     config = small_config(tmp_path, tiny_corpus, epochs=1)
     train(config)
     with pytest.raises(TrainingError, match="lr"):
@@ -122,7 +128,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_bundle(
 
 
 def test_early_stopping_keeps_the_best_weights(
-    tmp_path: Path, tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch, curves_not_drawn: None
 ) -> None:
     """Validation perplexity scripted: best at epoch 2, then `patience` (2) epochs without a
     better one (epoch 4 beats epoch 3, not epoch 2): training stops after epoch 4, and the

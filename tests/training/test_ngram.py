@@ -66,7 +66,9 @@ def test_arpa_of_mle_fails_before_writing(tmp_path: Path, tiny_corpus: Path, cap
     assert not (tmp_path / "m").exists() and not (tmp_path / "m.arpa").exists()
 
 
-def test_mixture_of_an_rnn_and_an_ngram_model(tmp_path: Path, tiny_corpus: Path, capsys) -> None:
+def test_mixture_of_an_rnn_and_an_ngram_model(
+    tmp_path: Path, tiny_corpus: Path, capsys, curves_not_drawn: None
+) -> None:
     train(tiny_train_config(tmp_path / "gru", tiny_corpus))
     run(
         capsys, "ngram", "--corpus", str(tiny_corpus), "--order", "4", "--out", str(tmp_path / "kn")
