@@ -199,6 +199,7 @@ def peak_rss(flags: list[str]) -> int:
     return int(child.stdout.split("PEAK_RSS_KB")[1].split()[0])
 
 
+@pytest.mark.system  # peak RSS of children: make test-system
 def test_training_memory_does_not_grow_with_the_corpus_and_resume_works(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
