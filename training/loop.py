@@ -197,20 +197,59 @@ def draw_curves(config: TrainConfig, history: list[dict[str, Any]]) -> bytes:
     return png(figure)
 
 
+# Drawing curves.png takes about 0.4 s here, several times a small model's epoch (the
+# book's d2l-concise: 0.11 s), so the bundle saved after an epoch carries them only while
+# drawing stays within this share of the run's time (docs/benchmarks.md, "Training").
+CURVES_TIME_SHARE = 0.1
+clock = time.perf_counter  # the schedule's clock (a test may stand in for it)
+
+
+@dataclass
+class Curves:
+    """The run's curves.png, drawn from its history when the time allows.
+
+    After an epoch the curves are drawn again once the time since the last drawing is at
+    least 1 / CURVES_TIME_SHARE times what that drawing took; a bundle saved in between
+    carries no curves.png rather than curves behind its metrics (the service draws them
+    from metrics.json on request). The run's final bundle always carries them.
+    """
+
+    config: TrainConfig
+    png: bytes | None = None
+    epochs: int = 0  # the length of the history `png` was drawn from
+    cost: float = 0.0  # seconds the last drawing took
+    drawn_at: float = 0.0
+
+    def after_epoch(self, history: list[dict[str, Any]]) -> bytes | None:
+        if self.png is not None and clock() - self.drawn_at < self.cost / CURVES_TIME_SHARE:
+            return None
+        return self.of(history)
+
+    def of(self, history: list[dict[str, Any]]) -> bytes:
+        """The curves of `history`, drawn now unless the last drawing was of it."""
+        if self.png is None or self.epochs != len(history):
+            start = clock()
+            self.png, self.epochs = draw_curves(self.config, history), len(history)
+            self.drawn_at = clock()
+            self.cost = self.drawn_at - start
+        return self.png
+
+
 def write_bundle(
     config: TrainConfig,
     best_model: nn.Module,
     tokenizer: Tokenizer,
     info: dict[str, Any],
     history: list[dict[str, Any]],
-    curves: bytes,
+    curves: bytes | None,
     **extra: Any,
 ) -> None:
     """The bundle: the best weights, the metrics of `history` (plus `extra`) and `curves`,
-    the PNG drawn from that very history."""
+    the PNG drawn from that very history (None: no curves.png)."""
     metrics = lm_metrics(history, **extra)
     dtype = getattr(torch, config.weights_dtype)
-    save_bundle(config.out, best_model, tokenizer, info, metrics, {CURVES: curves}, dtype)
+    files = {} if curves is None else {CURVES: curves}
+    save_bundle(config.out, best_model, tokenizer, info, metrics, files, dtype)
 
 
 def save_epoch(
@@ -221,13 +260,12 @@ def save_epoch(
     tokenizer: Tokenizer,
     info: dict[str, Any],
     history: list[dict[str, Any]],
-) -> bytes:
-    """After each epoch: the bundle (best weights, metrics, curves), then the resume state.
-    Returns the curves, which the run's final save reuses (its history is the same)."""
-    curves = draw_curves(config, history)
-    write_bundle(config, best_model, tokenizer, info, history, curves)
+    curves: Curves,
+) -> None:
+    """After each epoch: the bundle (best weights, metrics, curves when drawn), then the
+    resume state."""
+    write_bundle(config, best_model, tokenizer, info, history, curves.after_epoch(history))
     save_resume(config, model, best_model, optimizer, history)
-    return curves
 
 
 def _token_file(config: TrainConfig) -> TokenFile:
@@ -335,7 +373,7 @@ def _train(config: TrainConfig, resume: bool, ranks: Ranks, device: torch.device
     if ranks.distributed:
         info["data_parallel_ranks"] = ranks.world_size
     train_ids, val_ids = _split(data.train(), device), _split(data.val(), device)
-    curves = None  # the PNG of `history` as last saved
+    curves = Curves(config)
     for epoch in range(len(history) + 1, optim.epochs + 1):
         if optim.patience and history and epoch - 1 - best_epoch(history) >= optim.patience:
             log.info("early stop: no better validation perplexity in %d epochs", optim.patience)
@@ -384,15 +422,16 @@ def _train(config: TrainConfig, resume: bool, ranks: Ranks, device: torch.device
         if best_epoch(history) == epoch:
             best_model.load_state_dict(model.state_dict())
         if ranks.is_main:
-            curves = save_epoch(config, model, best_model, optimizer, data.tokenizer, info, history)
+            save_epoch(config, model, best_model, optimizer, data.tokenizer, info, history, curves)
     if not history:
         raise TrainingError("no epoch was trained (epochs must be >= 1)")
     final = samples(best_model, data.tokenizer)
     for text in final.values():
         log.info("sample (the bundle's weights): %s", text)
     if ranks.is_main:  # the last epoch's bundle again, with the samples; its resume state stands
-        curves = curves or draw_curves(config, history)  # none yet: a finished run resumed
-        write_bundle(config, best_model, data.tokenizer, info, history, curves, samples=final)
+        write_bundle(
+            config, best_model, data.tokenizer, info, history, curves.of(history), samples=final
+        )
     return lm_metrics(history, samples=final)
 
 

@@ -5,6 +5,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,6 +59,7 @@ def test_a_failed_epoch_never_leaves_the_curves_out_of_step(
         return real(figure)
 
     monkeypatch.setattr(loop, "png", fail_on_second)
+    monkeypatch.setattr(loop, "clock", lambda: 0.0)  # drawing costs nothing: every epoch draws
     config = small_config(tmp_path, tiny_corpus, epochs=2)
     with pytest.raises(OSError, match="disk full"):
         train(config)
@@ -66,11 +68,46 @@ def test_a_failed_epoch_never_leaves_the_curves_out_of_step(
     assert sorted(p.name for p in config.out.parent.iterdir() if "tmp" in p.name) == []
 
 
+class FakeClock:
+    """The curves' clock: a drawing takes `draw_s`, and `epoch_s` passes at each resume
+    save (once per epoch, after the epoch's bundle)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, draw_s: float, epoch_s: float) -> None:
+        self.now = 0.0
+        real_draw, real_resume = loop.draw_curves, loop.save_resume
+
+        def draw(*args: Any) -> bytes:
+            self.now += draw_s
+            return real_draw(*args)
+
+        def resume(*args: Any) -> None:
+            self.now += epoch_s
+            real_resume(*args)
+
+        monkeypatch.setattr(loop, "clock", lambda: self.now)
+        monkeypatch.setattr(loop, "draw_curves", draw)
+        monkeypatch.setattr(loop, "save_resume", resume)
+
+
+def saves_with_curves(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each bundle the run saves, in order, carries curves.png."""
+    saved: list[bool] = []
+    real = loop.save_bundle
+
+    def save(*args: Any) -> None:
+        saved.append(CURVES in args[5])
+        real(*args)
+
+    monkeypatch.setattr(loop, "save_bundle", save)
+    return saved
+
+
 def test_the_curves_are_drawn_once_per_trained_epoch(
     tmp_path: Path, tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The final save (the same history, plus the samples) reuses the last epoch's PNG; a
-    resumed run with no epoch left to train draws them for its one save."""
+    """Epochs far longer than a drawing: every epoch's bundle has its curves; the final save
+    (the same history, plus the samples) reuses the last epoch's PNG, and a resumed run with
+    no epoch left to train draws them for its one save."""
     histories: list[list[dict]] = []
     real = loop.curves_figure
 
@@ -79,15 +116,36 @@ def test_the_curves_are_drawn_once_per_trained_epoch(
         return real(history, *args, **kw)
 
     monkeypatch.setattr(loop, "curves_figure", counted)
+    FakeClock(monkeypatch, draw_s=0.1, epoch_s=60.0)
+    saved = saves_with_curves(monkeypatch)
     config = small_config(tmp_path, tiny_corpus, epochs=2)
     train(config)
     assert [len(h) for h in histories] == [1, 2]
+    assert saved == [True, True, True]
     assert "samples" in load_bundle(config.out).metrics
     reused = (config.out / CURVES).read_bytes()
     histories.clear()
     train(config, resume=True)  # both epochs done: nothing to train, one save
     assert [len(h) for h in histories] == [2]
     assert (config.out / CURVES).read_bytes() == reused  # as drawn afresh from the history
+
+
+def test_epochs_shorter_than_a_drawing_redraw_the_curves_within_their_time_share(
+    tmp_path: Path, tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drawing of 1 s and epochs of 4 s: drawn after epoch 1, then again only once 10 s
+    (1 s / CURVES_TIME_SHARE) have passed since, after epoch 4; the bundles in between
+    carry no curves.png rather than stale ones, and the final bundle has the whole run's."""
+    assert loop.CURVES_TIME_SHARE == 0.1
+    FakeClock(monkeypatch, draw_s=1.0, epoch_s=4.0)
+    saved = saves_with_curves(monkeypatch)
+    config = small_config(tmp_path, tiny_corpus, epochs=5)
+    train(config)
+    assert saved == [True, False, False, True, False, True]  # epochs 1-5, then the final
+    bundle = load_bundle(config.out)
+    assert len(bundle.metrics["epochs"]) == 5
+    history = bundle.metrics["epochs"]
+    assert (config.out / CURVES).read_bytes() == loop.draw_curves(config, history)
 
 
 def test_list_prints_a_row_per_bundle_and_flags_broken_ones(
