@@ -197,9 +197,9 @@ def draw_curves(config: TrainConfig, history: list[dict[str, Any]]) -> bytes:
     return png(figure)
 
 
-# Drawing curves.png takes about 0.4 s here, several times a small model's epoch (the
-# book's d2l-concise: 0.11 s), so the bundle saved after an epoch carries them only while
-# drawing stays within this share of the run's time (docs/benchmarks.md, "Training").
+# Drawing curves.png can take several times a small model's epoch (docs/benchmarks.md,
+# "Training"), so the bundle saved after an epoch carries them only while drawing stays
+# within this share of the run's time.
 CURVES_TIME_SHARE = 0.1
 clock = time.perf_counter  # the schedule's clock (a test may stand in for it)
 
